@@ -1,0 +1,244 @@
+package kvmhost
+
+import (
+	"bufio"
+	"context"
+	"debug/elf"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// EnvInside is set in the environment of a command that runs inside the
+// test host, so that a re-executed test binary does not try to nest again.
+const EnvInside = "KVMSTACK_IN_KVMHOST"
+
+// ErrNotPrepared means build/kvmhost lacks the kernel or modules: run
+// tests/kvmhost/build.sh (make kit does).
+var ErrNotPrepared = errors.New("nested test host not prepared (run tests/kvmhost/build.sh)")
+
+// Config says what to run in the test host.
+type Config struct {
+	// Dir holds vmlinuz and the kvm modules (build/kvmhost).
+	Dir string
+	// Files are host paths to copy in at the same absolute path; shared
+	// libraries of dynamically linked ELF files are added automatically.
+	Files []string
+	// Args is the command; Args[0] must be among Files or in busybox.
+	Args []string
+	// Env is added to the command's environment (KEY=VALUE).
+	Env []string
+	// WorkDir is the command's working directory (created if missing).
+	WorkDir string
+	// MemoryMiB and CPUs size the test host; defaults 6144 and 2.
+	MemoryMiB int
+	CPUs      int
+	// Output receives the command's console output.
+	Output io.Writer
+}
+
+// Available reports whether the test host can be started here, and if not,
+// why.
+func Available(dir string) error {
+	for _, f := range []string{"vmlinuz", "irqbypass.ko", "kvm.ko", "kvm-amd.ko"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			return fmt.Errorf("%w: %v", ErrNotPrepared, err)
+		}
+	}
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		return fmt.Errorf("%w: %v", ErrNotPrepared, err)
+	}
+	if _, err := os.Stat("/bin/busybox"); err != nil {
+		return fmt.Errorf("%w: busybox-static: %v", ErrNotPrepared, err)
+	}
+	return nil
+}
+
+// The init script of the test host. It reports the command's status on the
+// console in a line the runner parses, because QEMU's own exit status says
+// nothing about the guest's command.
+const initScript = `#!/bin/busybox sh
+/bin/busybox mkdir -p /proc /sys /dev /tmp /run /bin /sbin /usr/bin /usr/sbin
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sys /sys
+/bin/busybox mount -t devtmpfs dev /dev
+/bin/busybox mount -t tmpfs tmp /tmp
+/bin/busybox --install -s
+for m in irqbypass kvm kvm-amd; do
+  insmod /kvmhost/$m.ko || { echo "KVMHOST-EXIT=125"; poweroff -f; }
+done
+ip link set lo up
+. /kvmhost/env
+mkdir -p "$KVMHOST_WORKDIR" && cd "$KVMHOST_WORKDIR"
+/bin/busybox sh /kvmhost/cmd </dev/null
+echo "KVMHOST-EXIT=$?"
+poweroff -f
+`
+
+var exitLine = regexp.MustCompile(`KVMHOST-EXIT=(\d+)`)
+
+// Run boots the test host, runs the command, and returns its exit status.
+func Run(ctx context.Context, cfg Config) (int, error) {
+	if err := Available(cfg.Dir); err != nil {
+		return -1, err
+	}
+	if cfg.MemoryMiB == 0 {
+		cfg.MemoryMiB = 6144
+	}
+	if cfg.CPUs == 0 {
+		cfg.CPUs = 2
+	}
+	if cfg.Output == nil {
+		cfg.Output = os.Stdout
+	}
+	tmp, err := os.MkdirTemp("", "kvmhost-")
+	if err != nil {
+		return -1, err
+	}
+	defer os.RemoveAll(tmp)
+	archive := filepath.Join(tmp, "initrd.cpio")
+	if err := writeArchive(archive, cfg); err != nil {
+		return -1, fmt.Errorf("kvmhost initramfs: %w", err)
+	}
+	cmd := exec.CommandContext(ctx, "qemu-system-x86_64",
+		"-M", "q35", "-accel", "tcg,thread=multi", "-cpu", "EPYC,+svm,+npt",
+		"-smp", strconv.Itoa(cfg.CPUs), "-m", strconv.Itoa(cfg.MemoryMiB),
+		"-kernel", filepath.Join(cfg.Dir, "vmlinuz"), "-initrd", archive,
+		"-append", "console=ttyS0 quiet loglevel=1 panic=-1 rdinit=/init",
+		"-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot")
+	cmd.Stdin = nil
+	cmd.Stderr = io.Discard // TCG feature warnings
+	cmd.WaitDelay = 5 * time.Second
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return -1, err
+	}
+	if err := cmd.Start(); err != nil {
+		return -1, fmt.Errorf("start qemu: %w", err)
+	}
+	status := -1
+	sc := bufio.NewScanner(out)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := strings.TrimRight(sc.Text(), "\r")
+		if m := exitLine.FindStringSubmatch(line); m != nil {
+			status, _ = strconv.Atoi(m[1])
+			continue
+		}
+		fmt.Fprintln(cfg.Output, line)
+	}
+	werr := cmd.Wait()
+	if status < 0 {
+		if ctx.Err() != nil {
+			return -1, fmt.Errorf("kvmhost: %w", ctx.Err())
+		}
+		return -1, fmt.Errorf("kvmhost: test host ended without a status (qemu: %v)", werr)
+	}
+	return status, nil
+}
+
+func writeArchive(name string, cfg Config) error {
+	f, err := os.Create(name)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	c := newCPIOWriter(f)
+	if err := c.addBytes("/init", 0o755, []byte(initScript)); err != nil {
+		return err
+	}
+	if err := c.addFile("/bin/busybox", "/bin/busybox"); err != nil {
+		return err
+	}
+	for _, m := range []string{"irqbypass.ko", "kvm.ko", "kvm-amd.ko"} {
+		if err := c.addFile("/kvmhost/"+m, filepath.Join(cfg.Dir, m)); err != nil {
+			return err
+		}
+	}
+	files := map[string]string{}
+	for _, p := range cfg.Files {
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return err
+		}
+		files[abs] = abs
+		libs, err := sharedLibraries(abs)
+		if err != nil {
+			return err
+		}
+		for _, l := range libs {
+			files[l] = l
+		}
+	}
+	for _, k := range sortedKeys(files) {
+		if err := c.addFile(k, files[k]); err != nil {
+			return err
+		}
+	}
+	var env strings.Builder
+	env.WriteString("export " + EnvInside + "=1\n")
+	env.WriteString("export PATH=/bin:/sbin:/usr/bin:/usr/sbin\n")
+	env.WriteString("export HOME=/tmp TMPDIR=/tmp\n")
+	env.WriteString("export KVMHOST_WORKDIR=" + shellQuote(cfg.WorkDir) + "\n")
+	for _, e := range cfg.Env {
+		k, v, ok := strings.Cut(e, "=")
+		if !ok {
+			return fmt.Errorf("env %q: want KEY=VALUE", e)
+		}
+		env.WriteString("export " + k + "=" + shellQuote(v) + "\n")
+	}
+	if err := c.addBytes("/kvmhost/env", 0o644, []byte(env.String())); err != nil {
+		return err
+	}
+	quoted := make([]string, len(cfg.Args))
+	for i, a := range cfg.Args {
+		quoted[i] = shellQuote(a)
+	}
+	if err := c.addBytes("/kvmhost/cmd", 0o644, []byte(strings.Join(quoted, " ")+"\n")); err != nil {
+		return err
+	}
+	return c.close()
+}
+
+// sharedLibraries lists the interpreter and libraries a dynamically linked
+// ELF needs, through ldd; a static or non-ELF file needs none.
+func sharedLibraries(p string) ([]string, error) {
+	f, err := elf.Open(p)
+	if err != nil {
+		return nil, nil
+	}
+	defer f.Close()
+	dynamic := false
+	for _, prog := range f.Progs {
+		if prog.Type == elf.PT_INTERP {
+			dynamic = true
+		}
+	}
+	if !dynamic {
+		return nil, nil
+	}
+	out, err := exec.Command("ldd", p).Output()
+	if err != nil {
+		return nil, fmt.Errorf("ldd %s: %w", p, err)
+	}
+	var libs []string
+	for _, line := range strings.Split(string(out), "\n") {
+		for _, field := range strings.Fields(line) {
+			if strings.HasPrefix(field, "/") {
+				libs = append(libs, field)
+			}
+		}
+	}
+	return libs, nil
+}
+
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
