@@ -15,7 +15,7 @@ import (
 // field pairs a C member designator (as offsetof accepts it) with the Go
 // offset that must equal it.
 type field struct {
-	c   string
+	c     string
 	goOff uintptr
 }
 
