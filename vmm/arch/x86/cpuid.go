@@ -1,0 +1,261 @@
+package x86
+
+import (
+	"cmp"
+	"math/bits"
+	"slices"
+
+	"kvmstack/vmm/kvm"
+)
+
+// CPUID leaves ShapeCPUID edits.
+const (
+	leafVendor      = 0x0
+	leafFeatures    = 0x1
+	leafCacheParams = 0x4
+	leafStructExt   = 0x7
+	leafPMU         = 0xA
+	leafTopology    = 0xB
+	leafXSAVE       = 0xD
+	leafTopologyV2  = 0x1F
+	leafKVMSig      = 0x4000_0000
+	leafKVMFeatures = 0x4000_0001
+	leafExtMax      = 0x8000_0000
+	leafExtFeatures = 0x8000_0001
+	leafAddrSizes   = 0x8000_0008
+	leafAMDCache    = 0x8000_001D
+	leafAMDTopology = 0x8000_001E
+)
+
+// Topology places one vCPU in the machine: its APIC ID and the number of
+// vCPUs. The guest sees one socket, one thread per core, CPUs cores.
+type Topology struct {
+	APICID int
+	CPUs   int
+}
+
+// Reg names a CPUID output register.
+type Reg int
+
+// CPUID output registers.
+const (
+	EAX Reg = iota
+	EBX
+	ECX
+	EDX
+)
+
+// hiddenFeature is a CPUID feature bit the emulating host profile removes.
+type hiddenFeature struct {
+	leaf, subleaf uint32
+	reg           Reg
+	bit           uint
+	// clearcpuid is the name Linux's clearcpuid= takes for the bit, set
+	// only when the guest's command line must name it: KVM_SET_CPUID2
+	// does not hide it on the emulating host, and noxsave does not
+	// clear it through Linux's dependency table.
+	clearcpuid string
+}
+
+// emulatorHidden lists the features whose instructions the emulating
+// host's instruction emulator cannot run at CPL 0 (DESIGN.md, "KVM on this
+// host"), plus the families that depend on them: XSAVE takes AVX, AVX-512,
+// AMX, PKU and the XSAVE variants with it. XSAVEERPTR (leaf 0x80000008 EBX
+// bit 2) is deliberately absent: without it Linux runs fnclex on AMD.
+var emulatorHidden = []hiddenFeature{
+	{leafFeatures, 0, ECX, 12, ""},       // FMA (VEX)
+	{leafFeatures, 0, ECX, 13, ""},       // CX16: KVM_SET_CPUID2 hides it here
+	{leafFeatures, 0, ECX, 17, "pcid"},   // PCID
+	{leafFeatures, 0, ECX, 23, "popcnt"}, // POPCNT
+	{leafFeatures, 0, ECX, 26, "xsave"},  // XSAVE (also noxsave)
+	{leafFeatures, 0, ECX, 27, ""},       // OSXSAVE: follows CR4, never named
+	{leafFeatures, 0, ECX, 28, ""},       // AVX: cleared with xsave
+	{leafFeatures, 0, ECX, 29, ""},       // F16C (VEX)
+	{leafFeatures, 0, ECX, 30, "rdrand"}, // RDRAND
+	{leafStructExt, 0, EBX, 0, "fsgsbase"},
+	{leafStructExt, 0, EBX, 3, "bmi1"},
+	{leafStructExt, 0, EBX, 5, ""}, // AVX2
+	{leafStructExt, 0, EBX, 8, "bmi2"},
+	{leafStructExt, 0, EBX, 10, "invpcid"},
+	{leafStructExt, 0, EBX, 16, ""}, // AVX512F
+	{leafStructExt, 0, EBX, 17, ""}, // AVX512DQ
+	{leafStructExt, 0, EBX, 18, "rdseed"},
+	{leafStructExt, 0, EBX, 20, "smap"},
+	{leafStructExt, 0, EBX, 21, ""}, // AVX512IFMA
+	{leafStructExt, 0, EBX, 26, ""}, // AVX512PF
+	{leafStructExt, 0, EBX, 27, ""}, // AVX512ER
+	{leafStructExt, 0, EBX, 28, ""}, // AVX512CD
+	{leafStructExt, 0, EBX, 30, ""}, // AVX512BW
+	{leafStructExt, 0, EBX, 31, ""}, // AVX512VL
+	{leafStructExt, 0, ECX, 1, ""},  // AVX512VBMI
+	{leafStructExt, 0, ECX, 3, ""},  // PKU (XSAVE state)
+	{leafStructExt, 0, ECX, 4, ""},  // OSPKE
+	{leafStructExt, 0, ECX, 6, ""},  // AVX512_VBMI2
+	{leafStructExt, 0, ECX, 9, ""},  // VAES
+	{leafStructExt, 0, ECX, 10, ""}, // VPCLMULQDQ
+	{leafStructExt, 0, ECX, 11, ""}, // AVX512_VNNI
+	{leafStructExt, 0, ECX, 12, ""}, // AVX512_BITALG
+	{leafStructExt, 0, ECX, 14, ""}, // AVX512_VPOPCNTDQ
+	{leafStructExt, 0, ECX, 22, "rdpid"},
+	{leafStructExt, 0, EDX, 2, ""},    // AVX512_4VNNIW
+	{leafStructExt, 0, EDX, 3, ""},    // AVX512_4FMAPS
+	{leafStructExt, 0, EDX, 8, ""},    // AVX512_VP2INTERSECT
+	{leafStructExt, 0, EDX, 22, ""},   // AMX_BF16
+	{leafStructExt, 0, EDX, 23, ""},   // AVX512_FP16
+	{leafStructExt, 0, EDX, 24, ""},   // AMX_TILE
+	{leafStructExt, 0, EDX, 25, ""},   // AMX_INT8
+	{leafStructExt, 1, EAX, 4, ""},    // AVX_VNNI
+	{leafStructExt, 1, EAX, 5, ""},    // AVX512_BF16
+	{leafStructExt, 1, EAX, 23, ""},   // AVX_IFMA
+	{leafExtFeatures, 0, ECX, 11, ""}, // XOP
+	{leafExtFeatures, 0, ECX, 16, ""}, // FMA4
+	{leafExtFeatures, 0, ECX, 21, ""}, // TBM (BMI family)
+}
+
+func reg(e *kvm.CPUIDEntry2, r Reg) *uint32 {
+	switch r {
+	case EAX:
+		return &e.EAX
+	case EBX:
+		return &e.EBX
+	case ECX:
+		return &e.ECX
+	default:
+		return &e.EDX
+	}
+}
+
+// Leaf 1 bits ShapeCPUID sets.
+const (
+	leaf1ECXHypervisor  = 1 << 31
+	leaf1ECXTSCDeadline = 1 << 24
+	leaf1EDXHTT         = 1 << 28
+)
+
+// kvmSignature is "KVMKVMKVM\0\0\0" in EBX, ECX, EDX.
+var kvmSignature = [3]uint32{0x4B4D_564B, 0x564B_4D56, 0x0000_004D}
+
+// ShapeCPUID builds one vCPU's CPUID table from KVM_GET_SUPPORTED_CPUID:
+// its APIC ID (leaf 1 EBX[31:24], the x2APIC ID in leaves 0xB/0x1F, AMD's
+// 0x8000001E), a topology of one socket with t.CPUs single-thread cores
+// (leaves 1, 4, 0xB, 0x1F, 0x80000008, 0x8000001D, 0x8000001E), the
+// hypervisor bit, KVM's signature leaf and the supported paravirt
+// features, and no architectural PMU (leaf 0xA zero). x2APIC stays as KVM
+// supports it; TSC-deadline is kept when supported and added when
+// p.TSCDeadline says the in-kernel LAPIC has it. With p.Emulating it also
+// removes emulatorHidden and the XSAVE state leaf. The supported slice is
+// not modified; the result is sorted by leaf and subleaf.
+func ShapeCPUID(supported []kvm.CPUIDEntry2, t Topology, p HostProfile) []kvm.CPUIDEntry2 {
+	cpus := max(t.CPUs, 1)
+	apicID := uint32(t.APICID)
+	// Bits of APIC ID that number the cores: the x2APIC shift to the
+	// package level.
+	coreBits := uint32(bits.Len(uint(cpus - 1)))
+	maxBasic := uint32(0)
+	out := make([]kvm.CPUIDEntry2, 0, len(supported)+4)
+	haveV2, haveKVMSig, haveKVMFeat := false, false, false
+	for _, e := range supported {
+		switch e.Function {
+		case leafTopology:
+			continue // regenerated below
+		case leafTopologyV2:
+			haveV2 = true
+			continue
+		case leafVendor:
+			maxBasic = e.EAX
+		case leafFeatures:
+			e.EBX = e.EBX&0x0000_FFFF | min(uint32(cpus), 0xFF)<<16 | apicID<<24
+			if cpus > 1 {
+				e.EDX |= leaf1EDXHTT
+			} else {
+				e.EDX &^= leaf1EDXHTT
+			}
+			e.ECX |= leaf1ECXHypervisor
+			if p.TSCDeadline {
+				e.ECX |= leaf1ECXTSCDeadline
+			}
+		case leafCacheParams:
+			if e.EAX&0x1F != 0 {
+				e.EAX = e.EAX&0x0000_3FFF | cacheSharing(e.EAX, cpus)<<14 | min(uint32(cpus-1), 0x3F)<<26
+			}
+		case leafAMDCache:
+			if e.EAX&0x1F != 0 {
+				e.EAX = e.EAX&^(0xFFF<<14) | cacheSharing(e.EAX, cpus)<<14
+			}
+		case leafPMU:
+			e.EAX, e.EBX, e.ECX, e.EDX = 0, 0, 0, 0
+		case leafAddrSizes:
+			// NC: cores in the package minus one; ApicIdCoreIdSize.
+			e.ECX = e.ECX&^0xF0FF | coreBits<<12 | uint32(cpus-1)&0xFF
+		case leafAMDTopology:
+			e.EAX = apicID         // extended APIC ID
+			e.EBX = apicID & 0xFF  // compute unit (core) ID; threads per unit - 1 = 0
+			e.ECX = e.ECX &^ 0x7FF // node 0, one node per package
+		case leafKVMSig:
+			haveKVMSig = true
+			e.EAX = max(e.EAX, leafKVMFeatures)
+			e.EBX, e.ECX, e.EDX = kvmSignature[0], kvmSignature[1], kvmSignature[2]
+		case leafKVMFeatures:
+			haveKVMFeat = true
+		}
+		if p.Emulating {
+			if e.Function == leafXSAVE {
+				e.EAX, e.EBX, e.ECX, e.EDX = 0, 0, 0, 0
+			}
+			for _, h := range emulatorHidden {
+				if h.leaf == e.Function && h.subleaf == e.Index {
+					*reg(&e, h.reg) &^= 1 << h.bit
+				}
+			}
+		}
+		out = append(out, e)
+	}
+	if maxBasic >= leafTopology {
+		out = append(out, x2APICTopology(leafTopology, apicID, cpus, coreBits)...)
+	}
+	if haveV2 && maxBasic >= leafTopologyV2 {
+		out = append(out, x2APICTopology(leafTopologyV2, apicID, cpus, coreBits)...)
+	}
+	if !haveKVMSig {
+		out = append(out, kvm.CPUIDEntry2{Function: leafKVMSig, EAX: leafKVMFeatures,
+			EBX: kvmSignature[0], ECX: kvmSignature[1], EDX: kvmSignature[2]})
+	}
+	if !haveKVMFeat {
+		// No paravirt features: the guest still recognises KVM, and
+		// reads a zero feature leaf rather than whatever KVM answers
+		// for an absent one.
+		out = append(out, kvm.CPUIDEntry2{Function: leafKVMFeatures})
+	}
+	slices.SortStableFunc(out, func(a, b kvm.CPUIDEntry2) int {
+		return cmp.Or(cmp.Compare(a.Function, b.Function), cmp.Compare(a.Index, b.Index))
+	})
+	return out
+}
+
+// cacheSharing is the "logical processors sharing this cache, minus one"
+// field for a leaf 4 / 0x8000001D entry: L1 and L2 belong to one core (one
+// thread), the last level to the whole package.
+func cacheSharing(eax uint32, cpus int) uint32 {
+	level := eax >> 5 & 0x7
+	if level >= 3 {
+		return uint32(cpus-1) & 0xFFF
+	}
+	return 0
+}
+
+// x2APICTopology is leaf 0xB or 0x1F for one vCPU: an SMT level of one
+// thread, a core level of cpus cores, then the terminating invalid level.
+// EDX is the x2APIC ID at every subleaf.
+func x2APICTopology(leaf, apicID uint32, cpus int, coreBits uint32) []kvm.CPUIDEntry2 {
+	const (
+		levelInvalid = 0
+		levelSMT     = 1
+		levelCore    = 2
+	)
+	f := uint32(kvm.CPUIDFlagSignificantIndex)
+	return []kvm.CPUIDEntry2{
+		{Function: leaf, Index: 0, Flags: f, EAX: 0, EBX: 1, ECX: levelSMT<<8 | 0, EDX: apicID},
+		{Function: leaf, Index: 1, Flags: f, EAX: coreBits, EBX: uint32(cpus), ECX: levelCore<<8 | 1, EDX: apicID},
+		{Function: leaf, Index: 2, Flags: f, EAX: 0, EBX: 0, ECX: levelInvalid<<8 | 2, EDX: apicID},
+	}
+}
