@@ -164,13 +164,17 @@ func sizeMismatch(got, want uint64) error {
 	return fmt.Errorf("%w: decompresses to %d bytes, the trailer declares %d", ErrCorrupt, got, want)
 }
 
-// unzstd decodes a zstd payload into a buffer of the declared size; the
-// decoder refuses to produce more, and its window may not exceed the output.
+// unzstd decodes a zstd payload into a buffer of the declared size. The
+// kernel's `zstd -22 --ultra` frames declare a 128 MiB window and no content
+// size; DecodeAll keeps its history in the output buffer, so a window larger
+// than the output costs nothing and is accepted, while the cap limit stops
+// the decoder from writing one byte past the declared size.
 func unzstd(stream []byte, size uint64) ([]byte, error) {
 	d, err := zstd.NewReader(nil,
 		zstd.WithDecoderConcurrency(1),
 		zstd.WithDecodeAllCapLimit(true),
-		zstd.WithDecoderMaxMemory(size),
+		zstd.WithDecoderMaxMemory(zstdMaxWindow),
+		zstd.WithDecoderMaxWindow(zstdMaxWindow),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("zstd decoder: %w", err)
@@ -178,6 +182,9 @@ func unzstd(stream []byte, size uint64) ([]byte, error) {
 	defer d.Close()
 	out, err := d.DecodeAll(stream, make([]byte, 0, size))
 	if err != nil {
+		if errors.Is(err, zstd.ErrDecoderSizeExceeded) {
+			return nil, sizeMismatch(size+1, size)
+		}
 		return nil, corrupt(err)
 	}
 	if uint64(len(out)) != size {
@@ -185,6 +192,9 @@ func unzstd(stream []byte, size uint64) ([]byte, error) {
 	}
 	return out, nil
 }
+
+// zstdMaxWindow is zstd's largest window (--long=31).
+const zstdMaxWindow = 1 << 31
 
 // LZ4 legacy frames, as the kernel's lz4 -l writes them: the magic, then
 // blocks of a le32 compressed length and data that decodes to at most 8 MiB.
