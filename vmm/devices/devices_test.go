@@ -199,9 +199,9 @@ func TestI8042Reset(t *testing.T) {
 
 func TestACPIPM(t *testing.T) {
 	tests := []struct {
-		name          string
-		off           uint64
-		v             byte
+		name         string
+		off          uint64
+		v            byte
 		off1, reset1 int
 	}{
 		{"S5", acpiSleepControl, 5<<2 | sleepEnable, 1, 0},

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -201,5 +202,21 @@ func TestMSRErrorMessage(t *testing.T) {
 	var me *MSRError
 	if !errors.As(err, &me) || me.Index != 0x10a {
 		t.Fatal("errors.As failed")
+	}
+}
+
+func TestKick(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	v := &VCPU{run: make([]byte, RunPageSize)}
+	if err := v.Kick(); err != nil || v.run[runOffImmediateExit] != 1 {
+		t.Fatalf("Kick before any Run: %v, immediate_exit %d", err, v.run[runOffImmediateExit])
+	}
+	v.SetImmediateExit(false)
+	// A vCPU thread that is this test's own: the SIGURG must be delivered
+	// without harm and immediate_exit set.
+	v.tid.Store(int32(unix.Gettid()))
+	if err := v.Kick(); err != nil || v.run[runOffImmediateExit] != 1 {
+		t.Fatalf("Kick: %v, immediate_exit %d", err, v.run[runOffImmediateExit])
 	}
 }

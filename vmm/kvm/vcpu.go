@@ -25,6 +25,9 @@ type VCPU struct {
 	run       []byte
 	xsaveSize int
 	useXSave2 bool
+	// tid is the OS thread that last entered KVM_RUN, for Kick. Zero
+	// until the first Run.
+	tid atomic.Int32
 }
 
 // ID returns the vCPU id passed to CreateVCPU (its initial APIC ID).
@@ -56,7 +59,13 @@ func (v *VCPU) Close() error {
 // errno. EAGAIN — an AP woken in wait-for-SIPI without becoming runnable —
 // only means "enter again", so Run re-enters; the kernel blocks in that
 // state rather than spinning, and a pending signal turns it into EINTR.
+//
+// Run records the calling OS thread for Kick the first time it is called,
+// so the caller must hold runtime.LockOSThread for every Run of this vCPU.
 func (v *VCPU) Run() error {
+	if v.tid.Load() == 0 {
+		v.tid.Store(int32(unix.Gettid()))
+	}
 	for {
 		_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(v.fd), kvmRun, 0)
 		switch errno {
@@ -158,6 +167,26 @@ func (v *VCPU) setRunByte(off int, b bool) {
 // EINTR (ErrInterrupted) at once instead of entering the guest. Paired
 // with a signal to the vCPU thread it stops a running vCPU without races.
 func (v *VCPU) SetImmediateExit(b bool) { v.setRunByte(runOffImmediateExit, b) }
+
+// Kick makes a running or about-to-run KVM_RUN return ErrInterrupted: it
+// sets immediate_exit (so an entry that has not happened yet returns at
+// once) and sends SIGURG to the vCPU's thread (so one in progress leaves
+// the guest). SIGURG is the signal Go's runtime already uses for
+// preemption and ignores otherwise, so no handler is needed. The vCPU
+// thread clears immediate_exit with SetImmediateExit(false) when it wants
+// to run the guest again.
+func (v *VCPU) Kick() error {
+	v.SetImmediateExit(true)
+	tid := v.tid.Load()
+	if tid == 0 {
+		// Never entered: immediate_exit alone stops the first entry.
+		return nil
+	}
+	if err := unix.Tgkill(unix.Getpid(), int(tid), unix.SIGURG); err != nil && err != unix.ESRCH {
+		return fmt.Errorf("kick vCPU %d (thread %d): %w", v.id, tid, err)
+	}
+	return nil
+}
 
 // RequestInterruptWindow sets kvm_run.request_interrupt_window, asking for
 // an ExitIRQWindowOpen as soon as the guest can take an interrupt (only
