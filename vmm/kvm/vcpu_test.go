@@ -2,10 +2,12 @@ package kvm
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -171,6 +173,53 @@ func TestImmediateExit(t *testing.T) {
 	v.SetImmediateExit(false)
 	if e := runToExit(t, v); e.Kind() != ExitHLT {
 		t.Fatalf("exit = %#v, want HLT", e)
+	}
+}
+
+// TestKickStopsRunningGuest interrupts a guest spinning in `jmp $` from
+// another goroutine, the way pause and stop do.
+func TestKickStopsRunningGuest(t *testing.T) {
+	sys := openKVM(t)
+	_, v := realModeGuest(t, sys, []byte{0xeb, 0xfe}, false)
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		for {
+			err := v.Run()
+			if errors.Is(err, ErrInterrupted) {
+				if v.RunData()[runOffImmediateExit] == 1 {
+					done <- nil
+					return
+				}
+				continue // a stray signal, not the kick
+			}
+			if err == nil {
+				e, derr := v.Exit()
+				err = fmt.Errorf("unexpected exit %#v (%v)", e, derr)
+			}
+			done <- err
+			return
+		}
+	}()
+	time.Sleep(50 * time.Millisecond)
+	// The first Run records the thread; kick until the goroutine answers
+	// so a kick racing that first entry is covered by immediate_exit.
+	deadline := time.After(10 * time.Second)
+	for {
+		if err := v.Kick(); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			return
+		case <-time.After(100 * time.Millisecond):
+		case <-deadline:
+			t.Fatal("vCPU still running 10 s after Kick")
+		}
 	}
 }
 
