@@ -127,6 +127,7 @@ func reg(e *kvm.CPUIDEntry2, r Reg) *uint32 {
 
 // Leaf 1 bits ShapeCPUID sets.
 const (
+	ecxTopoExt          = 1 << 22 // leaf 0x80000001 ECX: AMD topology extensions
 	leaf1ECXHypervisor  = 1 << 31
 	leaf1ECXTSCDeadline = 1 << 24
 	leaf1EDXHTT         = 1 << 28
@@ -153,7 +154,8 @@ func ShapeCPUID(supported []kvm.CPUIDEntry2, t Topology, p HostProfile) []kvm.CP
 	coreBits := uint32(bits.Len(uint(cpus - 1)))
 	maxBasic := uint32(0)
 	out := make([]kvm.CPUIDEntry2, 0, len(supported)+4)
-	haveV2, haveKVMSig, haveKVMFeat := false, false, false
+	haveV2, haveKVMSig, haveKVMFeat, haveAMDTopo := false, false, false, false
+	maxExt, topoExt := uint32(0), false
 	for _, e := range supported {
 		switch e.Function {
 		case leafTopology:
@@ -187,7 +189,12 @@ func ShapeCPUID(supported []kvm.CPUIDEntry2, t Topology, p HostProfile) []kvm.CP
 		case leafAddrSizes:
 			// NC: cores in the package minus one; ApicIdCoreIdSize.
 			e.ECX = e.ECX&^0xF0FF | coreBits<<12 | uint32(cpus-1)&0xFF
+		case leafExtMax:
+			maxExt = e.EAX
+		case leafExtFeatures:
+			topoExt = e.ECX&ecxTopoExt != 0
 		case leafAMDTopology:
+			haveAMDTopo = true
 			e.EAX = apicID         // extended APIC ID
 			e.EBX = apicID & 0xFF  // compute unit (core) ID; threads per unit - 1 = 0
 			e.ECX = e.ECX &^ 0x7FF // node 0, one node per package
@@ -215,6 +222,12 @@ func ShapeCPUID(supported []kvm.CPUIDEntry2, t Topology, p HostProfile) []kvm.CP
 	}
 	if haveV2 && maxBasic >= leafTopologyV2 {
 		out = append(out, x2APICTopology(leafTopologyV2, apicID, cpus, coreBits)...)
+	}
+	if topoExt && !haveAMDTopo && maxExt >= leafAMDTopology {
+		// Linux reads it whenever TOPOEXT is set (node and LLC IDs);
+		// an absent entry would read as zeros, node 0 of one, which is
+		// right, but the extended APIC ID must be this vCPU's.
+		out = append(out, kvm.CPUIDEntry2{Function: leafAMDTopology, EAX: apicID, EBX: apicID & 0xFF})
 	}
 	if !haveKVMSig {
 		out = append(out, kvm.CPUIDEntry2{Function: leafKVMSig, EAX: leafKVMFeatures,

@@ -91,6 +91,21 @@ func TestShapeCPUIDTopology(t *testing.T) {
 			if as.ECX&0xFF != uint32(tt.cpus-1) || as.ECX>>12&0xF != tt.coreBits {
 				t.Errorf("0x80000008 ECX = %#x", as.ECX)
 			}
+			// The fixture's CPU does not report TOPOEXT: no AMD
+			// topology leaf is invented for it.
+			if slices.ContainsFunc(out, func(e kvm.CPUIDEntry2) bool { return e.Function == 0x8000_001E }) {
+				t.Error("leaf 0x8000001E added without TOPOEXT")
+			}
+			withTopoExt := slices.Clone(supported)
+			for i := range withTopoExt {
+				if withTopoExt[i].Function == 0x8000_0001 {
+					withTopoExt[i].ECX |= 1 << 22
+				}
+			}
+			amd := find(t, ShapeCPUID(withTopoExt, Topology{APICID: tt.apicID, CPUs: tt.cpus}, HostProfile{}), 0x8000_001E, 0)
+			if amd.EAX != uint32(tt.apicID) || amd.EBX != uint32(tt.apicID)&0xFF || amd.ECX != 0 {
+				t.Errorf("0x8000001E = %+v, want extended APIC ID %d, core %d, node 0", amd, tt.apicID, tt.apicID)
+			}
 			if pmu := slices.ContainsFunc(out, func(e kvm.CPUIDEntry2) bool {
 				return e.Function == 0xA && (e.EAX|e.EBX|e.ECX|e.EDX) != 0
 			}); pmu {
