@@ -233,7 +233,9 @@ func (v *VCPU) SetSregs(s Sregs) error {
 	return nil
 }
 
-// GetFPU is KVM_GET_FPU.
+// GetFPU is KVM_GET_FPU. KVM leaves MXCSR out of both KVM_GET_FPU and
+// KVM_SET_FPU (FPU.MXCSR reads 0 and writes are dropped; measured on
+// kvm-amd), so MXCSR is read and set through GetXSave/SetXSave (Region[6]).
 func (v *VCPU) GetFPU() (FPU, error) {
 	var f FPU
 	if _, err := ioctlPtr(v.fd, kvmGetFPU, unsafe.Pointer(&f)); err != nil {
@@ -242,7 +244,7 @@ func (v *VCPU) GetFPU() (FPU, error) {
 	return f, nil
 }
 
-// SetFPU is KVM_SET_FPU.
+// SetFPU is KVM_SET_FPU; FPU.MXCSR is ignored by KVM (see GetFPU).
 func (v *VCPU) SetFPU(f FPU) error {
 	if _, err := ioctlPtr(v.fd, kvmSetFPU, unsafe.Pointer(&f)); err != nil {
 		return fmt.Errorf("KVM_SET_FPU: %w", err)

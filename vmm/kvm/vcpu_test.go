@@ -289,20 +289,28 @@ func TestVCPUStateRoundTrips(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fpu.FCW, fpu.MXCSR = 0x37f, 0x1f80
+	fpu.FCW = 0x27f
+	fpu.XMM[0][0] = 0x55
 	if err := v.SetFPU(fpu); err != nil {
 		t.Fatal(err)
 	}
-	if f2, err := v.GetFPU(); err != nil || f2.FCW != 0x37f || f2.MXCSR != 0x1f80 {
-		t.Fatalf("GetFPU after set: FCW %#x MXCSR %#x, %v", f2.FCW, f2.MXCSR, err)
+	if f2, err := v.GetFPU(); err != nil || f2.FCW != 0x27f || f2.XMM[0][0] != 0x55 {
+		t.Fatalf("GetFPU after set: FCW %#x XMM0[0] %#x, %v", f2.FCW, f2.XMM[0][0], err)
 	}
 	if n, _ := sys.CheckExtension(CapXSave); n > 0 {
+		// MXCSR only travels through xsave (KVM_GET/SET_FPU skip it).
 		x, err := v.GetXSave()
 		if err != nil {
 			t.Fatal(err)
 		}
+		const mxcsrWord, xstateBVWord, sse = 6, 128, 1 << 1
+		x.Region[mxcsrWord] = 0x1fa0
+		x.Region[xstateBVWord] |= sse
 		if err := v.SetXSave(x); err != nil {
 			t.Fatal(err)
+		}
+		if x2, err := v.GetXSave(); err != nil || x2.Region[mxcsrWord] != 0x1fa0 {
+			t.Fatalf("MXCSR after SetXSave = %#x, %v", x2.Region[mxcsrWord], err)
 		}
 	}
 	if n, _ := sys.CheckExtension(CapXCRS); n > 0 {
