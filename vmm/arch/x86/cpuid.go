@@ -267,7 +267,7 @@ func x2APICTopology(leaf, apicID uint32, cpus int, coreBits uint32) []kvm.CPUIDE
 	)
 	f := uint32(kvm.CPUIDFlagSignificantIndex)
 	return []kvm.CPUIDEntry2{
-		{Function: leaf, Index: 0, Flags: f, EAX: 0, EBX: 1, ECX: levelSMT<<8 | 0, EDX: apicID},
+		{Function: leaf, Index: 0, Flags: f, EAX: 0, EBX: 1, ECX: levelSMT << 8 /* level number 0 */, EDX: apicID},
 		{Function: leaf, Index: 1, Flags: f, EAX: coreBits, EBX: uint32(cpus), ECX: levelCore<<8 | 1, EDX: apicID},
 		{Function: leaf, Index: 2, Flags: f, EAX: 0, EBX: 0, ECX: levelInvalid<<8 | 2, EDX: apicID},
 	}
