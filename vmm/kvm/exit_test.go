@@ -330,3 +330,16 @@ func FuzzDecodeExit(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkDecodeExitIO(b *testing.B) {
+	run := page()
+	if err := EncodeExit(run, IOExit{Port: 0x3f8, Size: 1, Count: 1, Data: []byte{'x'}}); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for range b.N {
+		if _, err := DecodeExit(run); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
