@@ -117,3 +117,22 @@ func BenchmarkLoadDebianBzImage(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkDecompressDebianPayload measures the decompression alone.
+func BenchmarkDecompressDebianPayload(b *testing.B) {
+	raw, err := os.ReadFile(kitFile(b, "vmlinuz-debian"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	img, err := parseBzImage(raw)
+	if err != nil {
+		b.Fatal(err)
+	}
+	payload := img.pm[img.payloadOffset : img.payloadOffset+img.payloadLength]
+	b.SetBytes(int64(binary.LittleEndian.Uint32(payload[len(payload)-4:])))
+	for b.Loop() {
+		if _, _, err := decompressKernel(payload, MaxDecompressedSize); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
