@@ -87,4 +87,7 @@ const (
 	ResetValue uint8 = 0x1
 	// S5SleepType is the SLP_TYP of \_S5_ (soft off).
 	S5SleepType uint8 = 5
+	// PVPanicPort is the pvpanic device's one-byte port (ACPI _HID
+	// QEMU0001, QEMU's ISA default), where the guest reports a panic.
+	PVPanicPort uint16 = 0x505
 )

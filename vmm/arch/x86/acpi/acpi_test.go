@@ -326,6 +326,20 @@ func TestDSDTContents(t *testing.T) {
 	}
 }
 
+func TestDSDTPVPanic(t *testing.T) {
+	hid := append([]byte{0x08, '_', 'H', 'I', 'D', 0x0D}, "QEMU0001\x00"...)
+	io := []byte{0x47, 0x01, 0x05, 0x05, 0x05, 0x05, 0x01, 0x01}
+	for _, on := range []bool{true, false} {
+		c := DefaultConfig(1)
+		c.PVPanic = on
+		m, rsdp := writeTables(t, c)
+		d := decode(t, m, rsdp).tables["DSDT"]
+		if bytes.Contains(d, hid) != on || bytes.Contains(d, io) != on {
+			t.Errorf("PVPanic=%v: _HID QEMU0001 present %v, IO 0x505 present %v", on, bytes.Contains(d, hid), bytes.Contains(d, io))
+		}
+	}
+}
+
 func TestConfigErrors(t *testing.T) {
 	tests := []struct {
 		name   string

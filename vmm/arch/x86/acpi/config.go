@@ -67,6 +67,9 @@ type Config struct {
 	// without an override). A VMM that replaces the routing table must
 	// keep that identity or describe its change here.
 	Overrides []InterruptOverride
+	// PVPanic declares the pvpanic device (QEMU0001) at x86.PVPanicPort,
+	// so the guest's pvpanic driver reports panics there.
+	PVPanic bool
 }
 
 // DefaultPCIHostBridge is the bridge of the x86 layout: ECAM for bus 0,
@@ -81,9 +84,10 @@ func DefaultPCIHostBridge() PCIHostBridge {
 	}
 }
 
-// DefaultConfig is the configuration for cpus vCPUs on the x86 layout.
+// DefaultConfig is the configuration for cpus vCPUs on the x86 layout,
+// with the pvpanic device.
 func DefaultConfig(cpus int) Config {
-	return Config{CPUs: cpus, PCI: DefaultPCIHostBridge()}
+	return Config{CPUs: cpus, PCI: DefaultPCIHostBridge(), PVPanic: true}
 }
 
 func (c Config) validate() error {

@@ -14,9 +14,9 @@ const (
 )
 
 // dsdt holds \_S5 (soft-off through the FADT sleep control register), COM1,
-// the PCI host bridge with its windows, and a motherboard resource device
-// reserving the ECAM window (Linux checks ECAM against ACPI reservations
-// as well as e820).
+// the PCI host bridge with its windows, a motherboard resource device
+// reserving the ECAM window (Linux checks ECAM against ACPI reservations as
+// well as e820), and the pvpanic device if configured.
 func dsdt(c Config) ([]byte, error) {
 	p := c.PCI
 	crs := []aml.Resource{
@@ -31,28 +31,35 @@ func dsdt(c Config) ([]byte, error) {
 		crs = append(crs, aml.QWordMemory(p.MMIO64.Base, p.MMIO64.End()-1, true))
 	}
 	ecamSize := (uint32(p.EndBus) + 1) << 20
+	devices := []aml.Object{
+		aml.Device("COM1",
+			aml.Name("_HID", aml.EISAIDObject("PNP0501")),
+			aml.Name("_UID", aml.Integer(1)),
+			aml.Name("_CRS", aml.ResourceTemplate(aml.IO(com1Port, com1Port, 0, 8), aml.IRQNoFlags(com1IRQ))),
+		),
+		aml.Device("PCI0",
+			aml.Name("_HID", aml.EISAIDObject("PNP0A08")),
+			aml.Name("_CID", aml.EISAIDObject("PNP0A03")),
+			aml.Name("_UID", aml.Integer(0)),
+			aml.Name("_SEG", aml.Integer(0)),
+			aml.Name("_BBN", aml.Integer(0)),
+			aml.Name("_CRS", aml.ResourceTemplate(crs...)),
+		),
+		aml.Device("MRES",
+			aml.Name("_HID", aml.EISAIDObject("PNP0C02")),
+			aml.Name("_UID", aml.Integer(0)),
+			aml.Name("_CRS", aml.ResourceTemplate(aml.Memory32Fixed(uint32(p.ECAM), ecamSize, false))),
+		),
+	}
+	if c.PVPanic {
+		devices = append(devices, aml.Device("PEVT",
+			aml.Name("_HID", aml.String("QEMU0001")),
+			aml.Name("_CRS", aml.ResourceTemplate(aml.IO(x86.PVPanicPort, x86.PVPanicPort, 1, 1))),
+		))
+	}
 	body, err := aml.Encode(
 		aml.Name(`\_S5`, aml.Package(aml.Integer(x86.S5SleepType), aml.Integer(0), aml.Integer(0), aml.Integer(0))),
-		aml.Scope(`\_SB`,
-			aml.Device("COM1",
-				aml.Name("_HID", aml.EISAIDObject("PNP0501")),
-				aml.Name("_UID", aml.Integer(1)),
-				aml.Name("_CRS", aml.ResourceTemplate(aml.IO(com1Port, com1Port, 0, 8), aml.IRQNoFlags(com1IRQ))),
-			),
-			aml.Device("PCI0",
-				aml.Name("_HID", aml.EISAIDObject("PNP0A08")),
-				aml.Name("_CID", aml.EISAIDObject("PNP0A03")),
-				aml.Name("_UID", aml.Integer(0)),
-				aml.Name("_SEG", aml.Integer(0)),
-				aml.Name("_BBN", aml.Integer(0)),
-				aml.Name("_CRS", aml.ResourceTemplate(crs...)),
-			),
-			aml.Device("MRES",
-				aml.Name("_HID", aml.EISAIDObject("PNP0C02")),
-				aml.Name("_UID", aml.Integer(0)),
-				aml.Name("_CRS", aml.ResourceTemplate(aml.Memory32Fixed(uint32(p.ECAM), ecamSize, false))),
-			),
-		),
+		aml.Scope(`\_SB`, devices...),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("DSDT: %w", err)

@@ -25,7 +25,7 @@ func TestIASLDisassembles(t *testing.T) {
 		"FACP": {"Hardware Reduced (V5) : 1", "Reset Register Supported (V2) : 1", "Sleep Control Register", "Address : 00000000000003C0", "Address : 00000000000003C1", "Address : 00000000000003C2", "Value to cause reset : 01"},
 		"APIC": {"Processor Local APIC", "Local Apic ID : 03", "I/O APIC", "Address : FEC00000", "Local APIC NMI"},
 		"MCFG": {"Base Address : 00000000E0000000", "End Bus Number : 00"},
-		"DSDT": {"Name (\\_S5, Package (0x04) // _S5_: S5 System State { 0x05, Zero, Zero, Zero })", "EisaId (\"PNP0501\")", "EisaId (\"PNP0A08\")", "IRQNoFlags ()", "QWordMemory", "Memory32Fixed (ReadOnly,"},
+		"DSDT": {"Name (\\_S5, Package (0x04) // _S5_: S5 System State { 0x05, Zero, Zero, Zero })", "EisaId (\"PNP0501\")", "EisaId (\"PNP0A08\")", "IRQNoFlags ()", "QWordMemory", "Memory32Fixed (ReadOnly,", "Name (_HID, \"QEMU0001\")", "0x0505, // Range Minimum"},
 	}
 	for sig, b := range d.tables {
 		path := filepath.Join(dir, strings.ToLower(sig)+".dat")
