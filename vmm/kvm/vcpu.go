@@ -360,6 +360,7 @@ type MSRError struct {
 	Total int
 }
 
+// Error names the ioctl and the refused MSR.
 func (e *MSRError) Error() string {
 	return fmt.Sprintf("%s: MSR %#x refused (%d of %d done)", e.Op, e.Index, e.Done, e.Total)
 }
