@@ -69,7 +69,6 @@ const initScript = `#!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sys /sys
 /bin/busybox mount -t devtmpfs dev /dev
-/bin/busybox mount -t tmpfs tmp /tmp
 /bin/busybox --install -s
 for m in irqbypass kvm kvm-amd; do
   insmod /kvmhost/$m.ko || { echo "KVMHOST-EXIT=125"; poweroff -f; }

@@ -1,0 +1,181 @@
+// Command vmm runs one virtual machine on /dev/kvm until the guest powers
+// off, resets or crashes, or a signal stops it. Its exit status says which
+// (see the Exit* constants and docs/VMM.md).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"kvmstack/vmm"
+)
+
+// Exit statuses. They are part of vmm's interface: the agent and the tests
+// branch on them.
+const (
+	ExitPowerOff = 0 // the guest powered off
+	ExitError    = 1 // vmm failed: host, KVM, or an instruction KVM cannot emulate
+	ExitUsage    = 2 // bad flags or files
+	ExitReset    = 3 // the guest asked for a reboot
+	ExitCrash    = 4 // the guest crashed: triple fault or kernel panic (pvpanic)
+	ExitStopped  = 5 // stopped by SIGINT or SIGTERM
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+type options struct {
+	cfg      vmm.Config
+	serial   string
+	logLevel slog.Level
+}
+
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
+	fs := flag.NewFlagSet("vmm", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	o := &options{}
+	fs.StringVar(&o.cfg.Kernel, "kernel", "", "kernel: ELF vmlinux or bzImage (required)")
+	fs.StringVar(&o.cfg.Initrd, "initrd", "", "initramfs image")
+	fs.StringVar(&o.cfg.Cmdline, "cmdline", "", "kernel command line (default \""+vmm.DefaultCmdline+"\")")
+	fs.IntVar(&o.cfg.CPUs, "cpus", 1, "number of vCPUs")
+	mem := fs.String("memory", "128M", "guest RAM: a number with K, M, G or T (binary units); a plain number is MiB")
+	fs.StringVar(&o.serial, "serial", "stdio", "COM1: stdio, file:PATH, or none")
+	fs.BoolVar(&o.cfg.PreferPVH, "pvh", false, "enter an ELF kernel through its PVH note")
+	level := fs.String("log-level", "warn", "log level: debug, info, warn, error")
+	help := fs.Bool("help", false, "show this help")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if *help {
+		fs.SetOutput(stderr)
+		fmt.Fprintln(stderr, "usage: vmm --kernel PATH [--initrd PATH] [--cmdline STR] [--cpus N] [--memory SIZE] [--serial stdio|file:PATH|none]")
+		fs.PrintDefaults()
+		return nil, flag.ErrHelp
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	var err error
+	if o.cfg.MemoryBytes, err = ParseSize(*mem); err != nil {
+		return nil, fmt.Errorf("--memory: %w", err)
+	}
+	if err := o.logLevel.UnmarshalText([]byte(*level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	if o.serial != "stdio" && o.serial != "none" && !strings.HasPrefix(o.serial, "file:") {
+		return nil, fmt.Errorf("--serial %q: want stdio, file:PATH or none", o.serial)
+	}
+	if err := o.cfg.Validate(); err != nil {
+		return nil, err
+	}
+	for _, f := range []struct{ flag, path string }{{"--kernel", o.cfg.Kernel}, {"--initrd", o.cfg.Initrd}} {
+		if f.path == "" {
+			continue
+		}
+		st, err := os.Stat(f.path)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", f.flag, err)
+		}
+		if !st.Mode().IsRegular() {
+			return nil, fmt.Errorf("%s %s: not a regular file", f.flag, f.path)
+		}
+	}
+	return o, nil
+}
+
+// ParseSize reads a size such as 512M, 4G, 4GiB or 128 (MiB).
+func ParseSize(s string) (uint64, error) {
+	t := strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(s)), "IB"), "B")
+	if t == "" {
+		return 0, fmt.Errorf("size %q: empty", s)
+	}
+	shift := 20
+	switch t[len(t)-1] {
+	case 'K':
+		shift, t = 10, t[:len(t)-1]
+	case 'M':
+		shift, t = 20, t[:len(t)-1]
+	case 'G':
+		shift, t = 30, t[:len(t)-1]
+	case 'T':
+		shift, t = 40, t[:len(t)-1]
+	}
+	n, err := strconv.ParseUint(t, 10, 64)
+	if err != nil || n == 0 {
+		return 0, fmt.Errorf("size %q: want a positive number with an optional K, M, G or T suffix", s)
+	}
+	if n > (1<<63)>>shift {
+		return 0, fmt.Errorf("size %q: too large", s)
+	}
+	return n << shift, nil
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	o, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return ExitPowerOff
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "vmm: %v (see vmm --help)\n", err)
+		return ExitUsage
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.logLevel}))
+	switch {
+	case o.serial == "stdio":
+		o.cfg.Serial = stdout
+		o.cfg.SerialInput = stdin
+	case strings.HasPrefix(o.serial, "file:"):
+		f, err := os.OpenFile(strings.TrimPrefix(o.serial, "file:"), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+		if err != nil {
+			fmt.Fprintf(stderr, "vmm: --serial: %v\n", err)
+			return ExitUsage
+		}
+		defer f.Close()
+		o.cfg.Serial = f
+	}
+	m, err := vmm.New(o.cfg, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "vmm: %v\n", err)
+		if errors.Is(err, vmm.ErrConfig) || isFileError(err) {
+			return ExitUsage
+		}
+		return ExitError
+	}
+	defer m.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	outcome, err := m.Run(ctx)
+	log.Info("guest stopped", "outcome", outcome.String(), "exits", m.ExitCounts())
+	switch outcome {
+	case vmm.OutcomePowerOff:
+		return ExitPowerOff
+	case vmm.OutcomeReset:
+		fmt.Fprintln(stderr, "vmm: guest reset")
+		return ExitReset
+	case vmm.OutcomeCrash:
+		fmt.Fprintf(stderr, "vmm: guest crashed: %v\n", err)
+		return ExitCrash
+	case vmm.OutcomeStopped:
+		fmt.Fprintln(stderr, "vmm: stopped by signal")
+		return ExitStopped
+	}
+	fmt.Fprintf(stderr, "vmm: %v\n", err)
+	return ExitError
+}
+
+// isFileError tells a kernel or initrd the user named wrongly (missing,
+// unreadable, not a kernel) from a failure of the host.
+func isFileError(err error) bool {
+	var pe *os.PathError
+	return errors.As(err, &pe)
+}
