@@ -16,6 +16,7 @@ import (
 	"strings"
 	"syscall"
 
+	"kvmstack/firmware"
 	"kvmstack/vmm"
 )
 
@@ -173,9 +174,19 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return ExitError
 }
 
-// isFileError tells a kernel or initrd the user named wrongly (missing,
-// unreadable, not a kernel) from a failure of the host.
+// isFileError tells a kernel, initrd or command line the user got wrong
+// (missing, unreadable, not a kernel, too big for the RAM) from a failure of
+// the host.
 func isFileError(err error) bool {
 	var pe *os.PathError
-	return errors.As(err, &pe)
+	if errors.As(err, &pe) {
+		return true
+	}
+	for _, e := range []error{firmware.ErrUnknownFormat, firmware.ErrTruncated, firmware.ErrCorrupt,
+		firmware.ErrUnsupported, firmware.ErrNoRoom, firmware.ErrTooLarge, firmware.ErrCmdline} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }

@@ -77,7 +77,11 @@ ip link set lo up
 . /kvmhost/env
 mkdir -p "$KVMHOST_WORKDIR" && cd "$KVMHOST_WORKDIR"
 /bin/busybox sh /kvmhost/cmd </dev/null
-echo "KVMHOST-EXIT=$?"
+rc=$?
+echo "KVMHOST-EXIT=$rc"
+# The status also leaves through QEMU's isa-debug-exit port, which cannot
+# be garbled by kernel messages interleaved on the console.
+printf "\\$(printf %03o $((rc & 127)))" | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null
 poweroff -f
 `
 
@@ -111,7 +115,8 @@ func Run(ctx context.Context, cfg Config) (int, error) {
 		"-smp", strconv.Itoa(cfg.CPUs), "-m", strconv.Itoa(cfg.MemoryMiB),
 		"-kernel", filepath.Join(cfg.Dir, "vmlinuz"), "-initrd", archive,
 		"-append", "console=ttyS0 quiet loglevel=1 panic=-1 rdinit=/init",
-		"-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot")
+		"-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot",
+		"-device", "isa-debug-exit,iobase=0xf4,iosize=0x01")
 	cmd.Stdin = nil
 	cmd.Stderr = io.Discard // TCG feature warnings
 	cmd.WaitDelay = 5 * time.Second
@@ -134,6 +139,10 @@ func Run(ctx context.Context, cfg Config) (int, error) {
 		fmt.Fprintln(cfg.Output, line)
 	}
 	werr := cmd.Wait()
+	// isa-debug-exit makes QEMU exit with (value << 1) | 1.
+	if code := cmd.ProcessState.ExitCode(); code > 0 && code&1 == 1 && ctx.Err() == nil {
+		status = code >> 1
+	}
 	if status < 0 {
 		if ctx.Err() != nil {
 			return -1, fmt.Errorf("kvmhost: %w", ctx.Err())

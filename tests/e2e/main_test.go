@@ -1,0 +1,180 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"kvmstack/tests/kvmhost"
+)
+
+var (
+	repoRoot, _ = filepath.Abs("../..")
+	vmmBin      = filepath.Join(repoRoot, "build", "bin", "vmm")
+	kitDir      = filepath.Join(repoRoot, "build", "kit")
+	kitVmlinux  = filepath.Join(kitDir, "vmlinux")
+	kitInitrd   = filepath.Join(kitDir, "initrd.img")
+	kitDebian   = filepath.Join(kitDir, "vmlinuz-debian")
+)
+
+// vmm exit statuses (cmd/vmm).
+const (
+	exitPowerOff = 0
+	exitUsage    = 2
+	exitReset    = 3
+	exitCrash    = 4
+	exitStopped  = 5
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv(kvmhost.EnvInside) == "" {
+		// Build vmm here: the test host has no Go toolchain.
+		cmd := exec.Command("go", "build", "-o", vmmBin, "./cmd/vmm")
+		cmd.Dir = repoRoot
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: building vmm: %v\n%s", err, out)
+			os.Exit(2)
+		}
+	}
+	var files []string
+	for _, f := range []string{vmmBin, kitVmlinux, kitInitrd, kitDebian} {
+		if _, err := os.Stat(f); err == nil {
+			files = append(files, f)
+		}
+	}
+	kvmhost.Main(m, repoRoot, files, nil)
+}
+
+// needKit skips when KVM or the guest kit is missing, saying which.
+func needKit(t *testing.T, files ...string) {
+	t.Helper()
+	if err := kvmhost.HaveKVM(); err != nil {
+		t.Skipf("no KVM here (%v) and the nested test host could not run: see tests/kvmhost", err)
+	}
+	for _, f := range append([]string{vmmBin}, files...) {
+		if _, err := os.Stat(f); err != nil {
+			t.Skipf("%s missing (run make kit): %v", f, err)
+		}
+	}
+}
+
+// kitRun encodes a shell command for the kit's init (kit.run=).
+func kitRun(cmd string) string {
+	return "kit.run=" + base64.StdEncoding.EncodeToString([]byte(cmd))
+}
+
+// syncBuffer is the console as the test watches it while vmm runs.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// result is one vmm run.
+type result struct {
+	console string
+	stderr  string
+	status  int
+	elapsed time.Duration
+}
+
+// vmmProc is a running vmm.
+type vmmProc struct {
+	cmd     *exec.Cmd
+	console *syncBuffer
+	stderr  *syncBuffer
+	start   time.Time
+	done    chan struct{}
+	cancel  context.CancelFunc
+}
+
+func startVMM(t *testing.T, timeout time.Duration, args ...string) *vmmProc {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	p := &vmmProc{console: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{}), cancel: cancel}
+	p.cmd = exec.CommandContext(ctx, vmmBin, args...)
+	p.cmd.Stdout, p.cmd.Stderr = p.console, p.stderr
+	p.cmd.WaitDelay = 5 * time.Second
+	p.start = time.Now()
+	if err := p.cmd.Start(); err != nil {
+		cancel()
+		t.Fatalf("start vmm: %v", err)
+	}
+	t.Cleanup(func() {
+		p.cancel()
+		<-p.done
+	})
+	go func() {
+		_ = p.cmd.Wait()
+		close(p.done)
+	}()
+	return p
+}
+
+func (p *vmmProc) wait(t *testing.T) result {
+	t.Helper()
+	<-p.done
+	p.cancel()
+	r := result{console: p.console.String(), stderr: p.stderr.String(), status: p.cmd.ProcessState.ExitCode(), elapsed: time.Since(p.start)}
+	if r.status < 0 {
+		t.Fatalf("vmm did not finish in time (%v)\nconsole:\n%s\nstderr:\n%s", r.elapsed, tail(r.console), r.stderr)
+	}
+	return r
+}
+
+// waitFor polls the console until re matches or the process ends.
+func (p *vmmProc) waitFor(t *testing.T, re *regexp.Regexp) bool {
+	t.Helper()
+	for {
+		if re.MatchString(p.console.String()) {
+			return true
+		}
+		select {
+		case <-p.done:
+			return re.MatchString(p.console.String())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func runVMM(t *testing.T, timeout time.Duration, args ...string) result {
+	t.Helper()
+	return startVMM(t, timeout, args...).wait(t)
+}
+
+func tail(s string) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > 60 {
+		lines = lines[len(lines)-60:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func kitArgs(cpus int, memory string, cmdline ...string) []string {
+	return []string{
+		"--kernel", kitVmlinux, "--initrd", kitInitrd,
+		"--cpus", fmt.Sprint(cpus), "--memory", memory,
+		"--cmdline", strings.Join(append([]string{"console=ttyS0 reboot=k panic=-1"}, cmdline...), " "),
+	}
+}
