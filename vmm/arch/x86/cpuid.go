@@ -34,21 +34,20 @@ type Topology struct {
 	CPUs   int
 }
 
-// Reg names a CPUID output register.
-type Reg int
+// cpuidReg names a CPUID output register.
+type cpuidReg int
 
-// CPUID output registers.
 const (
-	EAX Reg = iota
-	EBX
-	ECX
-	EDX
+	rEAX cpuidReg = iota
+	rEBX
+	rECX
+	rEDX
 )
 
 // hiddenFeature is a CPUID feature bit the emulating host profile removes.
 type hiddenFeature struct {
 	leaf, subleaf uint32
-	reg           Reg
+	reg           cpuidReg
 	bit           uint
 	// clearcpuid is the name Linux's clearcpuid= takes for the bit, set
 	// only when the guest's command line must name it: KVM_SET_CPUID2
@@ -63,69 +62,69 @@ type hiddenFeature struct {
 // AMX, PKU and the XSAVE variants with it. XSAVEERPTR (leaf 0x80000008 EBX
 // bit 2) is deliberately absent: without it Linux runs fnclex on AMD.
 var emulatorHidden = []hiddenFeature{
-	{leafFeatures, 0, ECX, 12, ""},       // FMA (VEX)
-	{leafFeatures, 0, ECX, 13, ""},       // CX16: KVM_SET_CPUID2 hides it here
-	{leafFeatures, 0, ECX, 17, "pcid"},   // PCID
-	{leafFeatures, 0, ECX, 23, "popcnt"}, // POPCNT
-	{leafFeatures, 0, ECX, 26, "xsave"},  // XSAVE (also noxsave)
-	{leafFeatures, 0, ECX, 27, ""},       // OSXSAVE: follows CR4, never named
-	{leafFeatures, 0, ECX, 28, ""},       // AVX: cleared with xsave
-	{leafFeatures, 0, ECX, 29, ""},       // F16C (VEX)
-	{leafFeatures, 0, ECX, 30, "rdrand"}, // RDRAND
-	{leafStructExt, 0, EBX, 0, "fsgsbase"},
-	{leafStructExt, 0, EBX, 3, "bmi1"},
-	{leafStructExt, 0, EBX, 5, ""}, // AVX2
-	{leafStructExt, 0, EBX, 8, "bmi2"},
-	{leafStructExt, 0, EBX, 10, "invpcid"},
-	{leafStructExt, 0, EBX, 16, ""}, // AVX512F
-	{leafStructExt, 0, EBX, 17, ""}, // AVX512DQ
-	{leafStructExt, 0, EBX, 18, "rdseed"},
-	{leafStructExt, 0, EBX, 20, "smap"},
-	{leafStructExt, 0, EBX, 21, ""}, // AVX512IFMA
-	{leafStructExt, 0, EBX, 26, ""}, // AVX512PF
-	{leafStructExt, 0, EBX, 27, ""}, // AVX512ER
-	{leafStructExt, 0, EBX, 28, ""}, // AVX512CD
-	{leafStructExt, 0, EBX, 30, ""}, // AVX512BW
-	{leafStructExt, 0, EBX, 31, ""}, // AVX512VL
-	{leafStructExt, 0, ECX, 1, ""},  // AVX512VBMI
-	{leafStructExt, 0, ECX, 3, ""},  // PKU (XSAVE state)
-	{leafStructExt, 0, ECX, 4, ""},  // OSPKE
-	{leafStructExt, 0, ECX, 6, ""},  // AVX512_VBMI2
-	{leafStructExt, 0, ECX, 9, ""},  // VAES
-	{leafStructExt, 0, ECX, 10, ""}, // VPCLMULQDQ
-	{leafStructExt, 0, ECX, 11, ""}, // AVX512_VNNI
-	{leafStructExt, 0, ECX, 12, ""}, // AVX512_BITALG
-	{leafStructExt, 0, ECX, 14, ""}, // AVX512_VPOPCNTDQ
-	{leafStructExt, 0, ECX, 22, "rdpid"},
-	{leafStructExt, 0, EDX, 2, ""},    // AVX512_4VNNIW
-	{leafStructExt, 0, EDX, 3, ""},    // AVX512_4FMAPS
-	{leafStructExt, 0, EDX, 8, ""},    // AVX512_VP2INTERSECT
-	{leafStructExt, 0, EDX, 22, ""},   // AMX_BF16
-	{leafStructExt, 0, EDX, 23, ""},   // AVX512_FP16
-	{leafStructExt, 0, EDX, 24, ""},   // AMX_TILE
-	{leafStructExt, 0, EDX, 25, ""},   // AMX_INT8
-	{leafStructExt, 1, EAX, 4, ""},    // AVX_VNNI
-	{leafStructExt, 1, EAX, 5, ""},    // AVX512_BF16
-	{leafStructExt, 1, EAX, 23, ""},   // AVX_IFMA
-	{leafExtFeatures, 0, ECX, 11, ""}, // XOP
-	{leafExtFeatures, 0, ECX, 16, ""}, // FMA4
-	{leafExtFeatures, 0, ECX, 21, ""}, // TBM (BMI family)
+	{leafFeatures, 0, rECX, 12, ""},       // FMA (VEX)
+	{leafFeatures, 0, rECX, 13, ""},       // CX16: KVM_SET_CPUID2 hides it here
+	{leafFeatures, 0, rECX, 17, "pcid"},   // PCID
+	{leafFeatures, 0, rECX, 23, "popcnt"}, // POPCNT
+	{leafFeatures, 0, rECX, 26, "xsave"},  // XSAVE (also noxsave)
+	{leafFeatures, 0, rECX, 27, ""},       // OSXSAVE: follows CR4, never named
+	{leafFeatures, 0, rECX, 28, ""},       // AVX: cleared with xsave
+	{leafFeatures, 0, rECX, 29, ""},       // F16C (VEX)
+	{leafFeatures, 0, rECX, 30, "rdrand"}, // RDRAND
+	{leafStructExt, 0, rEBX, 0, "fsgsbase"},
+	{leafStructExt, 0, rEBX, 3, "bmi1"},
+	{leafStructExt, 0, rEBX, 5, ""}, // AVX2
+	{leafStructExt, 0, rEBX, 8, "bmi2"},
+	{leafStructExt, 0, rEBX, 10, "invpcid"},
+	{leafStructExt, 0, rEBX, 16, ""}, // AVX512F
+	{leafStructExt, 0, rEBX, 17, ""}, // AVX512DQ
+	{leafStructExt, 0, rEBX, 18, "rdseed"},
+	{leafStructExt, 0, rEBX, 20, "smap"},
+	{leafStructExt, 0, rEBX, 21, ""}, // AVX512IFMA
+	{leafStructExt, 0, rEBX, 26, ""}, // AVX512PF
+	{leafStructExt, 0, rEBX, 27, ""}, // AVX512ER
+	{leafStructExt, 0, rEBX, 28, ""}, // AVX512CD
+	{leafStructExt, 0, rEBX, 30, ""}, // AVX512BW
+	{leafStructExt, 0, rEBX, 31, ""}, // AVX512VL
+	{leafStructExt, 0, rECX, 1, ""},  // AVX512VBMI
+	{leafStructExt, 0, rECX, 3, ""},  // PKU (XSAVE state)
+	{leafStructExt, 0, rECX, 4, ""},  // OSPKE
+	{leafStructExt, 0, rECX, 6, ""},  // AVX512_VBMI2
+	{leafStructExt, 0, rECX, 9, ""},  // VAES
+	{leafStructExt, 0, rECX, 10, ""}, // VPCLMULQDQ
+	{leafStructExt, 0, rECX, 11, ""}, // AVX512_VNNI
+	{leafStructExt, 0, rECX, 12, ""}, // AVX512_BITALG
+	{leafStructExt, 0, rECX, 14, ""}, // AVX512_VPOPCNTDQ
+	{leafStructExt, 0, rECX, 22, "rdpid"},
+	{leafStructExt, 0, rEDX, 2, ""},    // AVX512_4VNNIW
+	{leafStructExt, 0, rEDX, 3, ""},    // AVX512_4FMAPS
+	{leafStructExt, 0, rEDX, 8, ""},    // AVX512_VP2INTERSECT
+	{leafStructExt, 0, rEDX, 22, ""},   // AMX_BF16
+	{leafStructExt, 0, rEDX, 23, ""},   // AVX512_FP16
+	{leafStructExt, 0, rEDX, 24, ""},   // AMX_TILE
+	{leafStructExt, 0, rEDX, 25, ""},   // AMX_INT8
+	{leafStructExt, 1, rEAX, 4, ""},    // AVX_VNNI
+	{leafStructExt, 1, rEAX, 5, ""},    // AVX512_BF16
+	{leafStructExt, 1, rEAX, 23, ""},   // AVX_IFMA
+	{leafExtFeatures, 0, rECX, 11, ""}, // XOP
+	{leafExtFeatures, 0, rECX, 16, ""}, // FMA4
+	{leafExtFeatures, 0, rECX, 21, ""}, // TBM (BMI family)
 }
 
-func reg(e *kvm.CPUIDEntry2, r Reg) *uint32 {
+func reg(e *kvm.CPUIDEntry2, r cpuidReg) *uint32 {
 	switch r {
-	case EAX:
+	case rEAX:
 		return &e.EAX
-	case EBX:
+	case rEBX:
 		return &e.EBX
-	case ECX:
+	case rECX:
 		return &e.ECX
 	default:
 		return &e.EDX
 	}
 }
 
-// Leaf 1 bits ShapeCPUID sets.
+// CPUID bits ShapeCPUID reads or sets.
 const (
 	ecxTopoExt          = 1 << 22 // leaf 0x80000001 ECX: AMD topology extensions
 	leaf1ECXHypervisor  = 1 << 31
@@ -133,7 +132,7 @@ const (
 	leaf1EDXHTT         = 1 << 28
 )
 
-// kvmSignature is "KVMKVMKVM\0\0\0" in EBX, ECX, EDX.
+// kvmSignature is "KVMKVMKVM\0\0\0" in EBX, rECX, EDX.
 var kvmSignature = [3]uint32{0x4B4D_564B, 0x564B_4D56, 0x0000_004D}
 
 // ShapeCPUID builds one vCPU's CPUID table from KVM_GET_SUPPORTED_CPUID:

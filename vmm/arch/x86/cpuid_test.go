@@ -162,32 +162,32 @@ func TestShapeCPUIDEmulating(t *testing.T) {
 		name     string
 		leaf     uint32
 		sub      uint32
-		r        Reg
+		r        cpuidReg
 		b        uint
 		hwSet    bool // set in the fixture (and so on hardware KVM)
 		emulated bool // still set on the emulating host
 	}{
-		{"cx16", 1, 0, ECX, 13, true, false},
-		{"popcnt", 1, 0, ECX, 23, true, false},
-		{"xsave", 1, 0, ECX, 26, true, false},
-		{"avx", 1, 0, ECX, 28, true, false},
-		{"rdrand", 1, 0, ECX, 30, true, false},
-		{"x2apic kept", 1, 0, ECX, 21, true, true},
-		{"tsc-deadline kept", 1, 0, ECX, 24, true, true},
-		{"sse4.2 kept", 1, 0, ECX, 20, true, true},
-		{"bmi1", 7, 0, EBX, 3, true, false},
-		{"avx2", 7, 0, EBX, 5, true, false},
-		{"bmi2", 7, 0, EBX, 8, true, false},
-		{"avx512f", 7, 0, EBX, 16, true, false},
-		{"avx512vl", 7, 0, EBX, 31, true, false},
-		{"erms kept", 7, 0, EBX, 9, true, true},
-		{"vaes", 7, 0, ECX, 9, true, false},
-		{"gfni kept", 7, 0, ECX, 8, true, true},
-		{"avx512_vp2intersect", 7, 0, EDX, 8, true, false},
-		{"avx_vnni", 7, 1, EAX, 4, true, false},
-		{"avx512_bf16", 7, 1, EAX, 5, true, false},
-		{"xsaveerptr kept", 0x8000_0008, 0, EBX, 2, true, true},
-		{"lm kept", 0x8000_0001, 0, EDX, 29, true, true},
+		{"cx16", 1, 0, rECX, 13, true, false},
+		{"popcnt", 1, 0, rECX, 23, true, false},
+		{"xsave", 1, 0, rECX, 26, true, false},
+		{"avx", 1, 0, rECX, 28, true, false},
+		{"rdrand", 1, 0, rECX, 30, true, false},
+		{"x2apic kept", 1, 0, rECX, 21, true, true},
+		{"tsc-deadline kept", 1, 0, rECX, 24, true, true},
+		{"sse4.2 kept", 1, 0, rECX, 20, true, true},
+		{"bmi1", 7, 0, rEBX, 3, true, false},
+		{"avx2", 7, 0, rEBX, 5, true, false},
+		{"bmi2", 7, 0, rEBX, 8, true, false},
+		{"avx512f", 7, 0, rEBX, 16, true, false},
+		{"avx512vl", 7, 0, rEBX, 31, true, false},
+		{"erms kept", 7, 0, rEBX, 9, true, true},
+		{"vaes", 7, 0, rECX, 9, true, false},
+		{"gfni kept", 7, 0, rECX, 8, true, true},
+		{"avx512_vp2intersect", 7, 0, rEDX, 8, true, false},
+		{"avx_vnni", 7, 1, rEAX, 4, true, false},
+		{"avx512_bf16", 7, 1, rEAX, 5, true, false},
+		{"xsaveerptr kept", 0x8000_0008, 0, rEBX, 2, true, true},
+		{"lm kept", 0x8000_0001, 0, rEDX, 29, true, true},
 	}
 	for _, tt := range tests {
 		h, e := find(t, hw, tt.leaf, tt.sub), find(t, em, tt.leaf, tt.sub)
