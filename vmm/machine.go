@@ -369,6 +369,18 @@ func (m *Machine) runVCPU(v *kvm.VCPU, h *exitHandler) {
 			m.Stop(OutcomeError, err)
 			return
 		}
+		if v.ExitReason() == kvm.ExitIO {
+			// The hot path (serial output, PCI config, ACPI ports): typed
+			// decode without going through the Exit interface.
+			io, err := v.IO()
+			if err != nil {
+				m.Stop(OutcomeError, fmt.Errorf("vCPU %d: %w", v.ID(), err))
+				return
+			}
+			h.stats.io.Add(1)
+			h.portIO(io)
+			continue
+		}
 		exit, err := v.Exit()
 		if err != nil {
 			m.Stop(OutcomeError, fmt.Errorf("vCPU %d: %w", v.ID(), err))

@@ -222,3 +222,12 @@ func (m *Memory) PutUint64(addr GuestAddr, v uint64) error {
 	binary.LittleEndian.PutUint64(s, v)
 	return nil
 }
+
+// HostAddr is the host virtual address of b's first byte, for handing a
+// mapping the caller made itself to KVM.
+func HostAddr(b []byte) uintptr {
+	if len(b) == 0 {
+		return 0
+	}
+	return uintptr(unsafe.Pointer(&b[0]))
+}
