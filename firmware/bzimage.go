@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/bits"
+	"runtime/debug"
 	"slices"
 
 	"kvmstack/vmm/arch/x86"
@@ -205,5 +206,10 @@ func loadBzImagePayload(m *memory.Memory, b *bzImage, k *Kernel, opt LoadOptions
 		return nil, fmt.Errorf("bzImage payload (%s): %w", comp, err)
 	}
 	k.Format = FormatBzImageDecompressed
+	// The unpacked kernel (tens of MiB) is garbage now. Hand it back to
+	// the OS at once rather than when the scavenger gets to it, so the
+	// VMM's RSS reflects guest memory, not a buffer used once at boot.
+	elfData = nil
+	debug.FreeOSMemory()
 	return k, nil
 }
