@@ -54,6 +54,9 @@ type TokenRequest struct {
 	User     string `json:"user"`
 	Password string `json:"password"`
 	Project  string `json:"project"`
+	// TTL optionally shortens the token's lifetime (e.g. "10m"); it can
+	// never exceed the server's token TTL.
+	TTL string `json:"ttl,omitempty"`
 }
 
 // TokenResponse describes an issued token.
@@ -100,8 +103,16 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, _ *identity
 		return &Error{Status: http.StatusServiceUnavailable, Code: CodeNoLeader, Message: "cluster has no signing key yet"}
 	}
 	k := keys[len(keys)-1]
+	ttl := s.Config.TokenTTL
+	if req.TTL != "" {
+		d, err := time.ParseDuration(req.TTL)
+		if err != nil || d <= 0 {
+			return badRequest("ttl must be a positive duration such as 10m")
+		}
+		ttl = min(d, ttl)
+	}
 	now := s.Now()
-	c := identity.Claims{ID: identity.NewID(), UserID: u.ID, ProjectID: p.ID, IssuedAt: now.UTC(), ExpiresAt: now.Add(s.Config.TokenTTL).UTC()}
+	c := identity.Claims{ID: identity.NewID(), UserID: u.ID, ProjectID: p.ID, IssuedAt: now.UTC(), ExpiresAt: now.Add(ttl).UTC()}
 	tok, err := identity.Sign(c, identity.Key{ID: k.ID, Secret: k.Secret})
 	if err != nil {
 		return err

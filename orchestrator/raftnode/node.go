@@ -65,7 +65,7 @@ type Node struct {
 	obsCh  chan raft.Observation
 	obs    *raft.Observer
 
-	done   chan struct{}
+	done chan struct{}
 
 	mu       sync.Mutex
 	failing  map[raft.ServerID]time.Time

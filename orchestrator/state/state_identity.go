@@ -233,7 +233,9 @@ func (r *ReadTxn) Project(idOrName string) (*Project, error) {
 }
 
 // Projects lists all projects.
-func (r *ReadTxn) Projects() ([]*Project, error) { return all[Project](r.tx, r.ws, tableProjects, "id") }
+func (r *ReadTxn) Projects() ([]*Project, error) {
+	return all[Project](r.tx, r.ws, tableProjects, "id")
+}
 
 // User returns a user by id or name.
 func (r *ReadTxn) User(idOrName string) (*User, error) {

@@ -104,7 +104,9 @@ func (w *WriteTxn) DeleteImage(id string) error {
 }
 
 // Image returns an image by id.
-func (r *ReadTxn) Image(id string) (*Image, error) { return first[Image](r.tx, r.ws, tableImages, "id", id) }
+func (r *ReadTxn) Image(id string) (*Image, error) {
+	return first[Image](r.tx, r.ws, tableImages, "id", id)
+}
 
 // Images lists images visible to a project ("" lists all).
 func (r *ReadTxn) Images(projectID string) ([]*Image, error) {

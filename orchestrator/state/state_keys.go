@@ -90,7 +90,9 @@ func (r *ReadTxn) SigningKeys() ([]*SigningKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	sortBy(keys, func(a, b *SigningKey) bool { return a.CreatedAt.Before(b.CreatedAt) || (a.CreatedAt.Equal(b.CreatedAt) && a.ID < b.ID) })
+	sortBy(keys, func(a, b *SigningKey) bool {
+		return a.CreatedAt.Before(b.CreatedAt) || (a.CreatedAt.Equal(b.CreatedAt) && a.ID < b.ID)
+	})
 	return keys, nil
 }
 
