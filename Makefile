@@ -46,6 +46,8 @@ test: deps build kit
 
 test-unit:
 	$(GO) test -count=1 $(UNIT_PKGS)
+	@# The packages' own real-KVM tests, in the nested test host when there is no /dev/kvm.
+	KVMSTACK_KVMHOST=1 $(GO) test -count=1 ./vmm/kvm/ ./vmm/arch/x86/
 
 test-race:
 	CGO_ENABLED=1 $(GO) test -race -count=1 $(RACE_PKGS)
