@@ -44,11 +44,25 @@ const (
 	rEDX
 )
 
-// hiddenFeature is a CPUID feature bit the emulating host profile removes.
+// featureFamily says why a feature is hidden, and so on which hosts.
+type featureFamily int
+
+const (
+	// familyEmulator: an instruction the emulating host's emulator
+	// cannot run at CPL 0. Hidden on the emulating host only.
+	familyEmulator featureFamily = iota
+	// familyXSAVE: XSAVE and what needs its state (AVX and the other
+	// VEX/EVEX families, PKU, AMX). Hidden on the emulating host and on
+	// hosts where a guest's xsetbv does not reach KVM.
+	familyXSAVE
+)
+
+// hiddenFeature is a CPUID feature bit a host profile removes.
 type hiddenFeature struct {
 	leaf, subleaf uint32
 	reg           cpuidReg
 	bit           uint
+	family        featureFamily
 	// clearcpuid is the name Linux's clearcpuid= takes for the bit, set
 	// only when the guest's command line must name it: KVM_SET_CPUID2
 	// does not hide it on the emulating host, and noxsave does not
@@ -62,53 +76,53 @@ type hiddenFeature struct {
 // AMX, PKU and the XSAVE variants with it. XSAVEERPTR (leaf 0x80000008 EBX
 // bit 2) is deliberately absent: without it Linux runs fnclex on AMD.
 var emulatorHidden = []hiddenFeature{
-	{leafFeatures, 0, rECX, 12, ""},       // FMA (VEX)
-	{leafFeatures, 0, rECX, 13, ""},       // CX16: KVM_SET_CPUID2 hides it here
-	{leafFeatures, 0, rECX, 17, "pcid"},   // PCID
-	{leafFeatures, 0, rECX, 23, "popcnt"}, // POPCNT
-	{leafFeatures, 0, rECX, 26, "xsave"},  // XSAVE (also noxsave)
-	{leafFeatures, 0, rECX, 27, ""},       // OSXSAVE: follows CR4, never named
-	{leafFeatures, 0, rECX, 28, ""},       // AVX: cleared with xsave
-	{leafFeatures, 0, rECX, 29, ""},       // F16C (VEX)
-	{leafFeatures, 0, rECX, 30, "rdrand"}, // RDRAND
-	{leafStructExt, 0, rEBX, 0, "fsgsbase"},
-	{leafStructExt, 0, rEBX, 3, "bmi1"},
-	{leafStructExt, 0, rEBX, 5, ""}, // AVX2
-	{leafStructExt, 0, rEBX, 8, "bmi2"},
-	{leafStructExt, 0, rEBX, 10, "invpcid"},
-	{leafStructExt, 0, rEBX, 16, ""}, // AVX512F
-	{leafStructExt, 0, rEBX, 17, ""}, // AVX512DQ
-	{leafStructExt, 0, rEBX, 18, "rdseed"},
-	{leafStructExt, 0, rEBX, 20, "smap"},
-	{leafStructExt, 0, rEBX, 21, ""}, // AVX512IFMA
-	{leafStructExt, 0, rEBX, 26, ""}, // AVX512PF
-	{leafStructExt, 0, rEBX, 27, ""}, // AVX512ER
-	{leafStructExt, 0, rEBX, 28, ""}, // AVX512CD
-	{leafStructExt, 0, rEBX, 30, ""}, // AVX512BW
-	{leafStructExt, 0, rEBX, 31, ""}, // AVX512VL
-	{leafStructExt, 0, rECX, 1, ""},  // AVX512VBMI
-	{leafStructExt, 0, rECX, 3, ""},  // PKU (XSAVE state)
-	{leafStructExt, 0, rECX, 4, ""},  // OSPKE
-	{leafStructExt, 0, rECX, 6, ""},  // AVX512_VBMI2
-	{leafStructExt, 0, rECX, 9, ""},  // VAES
-	{leafStructExt, 0, rECX, 10, ""}, // VPCLMULQDQ
-	{leafStructExt, 0, rECX, 11, ""}, // AVX512_VNNI
-	{leafStructExt, 0, rECX, 12, ""}, // AVX512_BITALG
-	{leafStructExt, 0, rECX, 14, ""}, // AVX512_VPOPCNTDQ
-	{leafStructExt, 0, rECX, 22, "rdpid"},
-	{leafStructExt, 0, rEDX, 2, ""},    // AVX512_4VNNIW
-	{leafStructExt, 0, rEDX, 3, ""},    // AVX512_4FMAPS
-	{leafStructExt, 0, rEDX, 8, ""},    // AVX512_VP2INTERSECT
-	{leafStructExt, 0, rEDX, 22, ""},   // AMX_BF16
-	{leafStructExt, 0, rEDX, 23, ""},   // AVX512_FP16
-	{leafStructExt, 0, rEDX, 24, ""},   // AMX_TILE
-	{leafStructExt, 0, rEDX, 25, ""},   // AMX_INT8
-	{leafStructExt, 1, rEAX, 4, ""},    // AVX_VNNI
-	{leafStructExt, 1, rEAX, 5, ""},    // AVX512_BF16
-	{leafStructExt, 1, rEAX, 23, ""},   // AVX_IFMA
-	{leafExtFeatures, 0, rECX, 11, ""}, // XOP
-	{leafExtFeatures, 0, rECX, 16, ""}, // FMA4
-	{leafExtFeatures, 0, rECX, 21, ""}, // TBM (BMI family)
+	{leafFeatures, 0, rECX, 12, familyXSAVE, ""},          // FMA (VEX)
+	{leafFeatures, 0, rECX, 13, familyEmulator, ""},       // CX16: KVM_SET_CPUID2 hides it here
+	{leafFeatures, 0, rECX, 17, familyEmulator, "pcid"},   // PCID
+	{leafFeatures, 0, rECX, 23, familyEmulator, "popcnt"}, // POPCNT
+	{leafFeatures, 0, rECX, 26, familyXSAVE, "xsave"},     // XSAVE (also noxsave)
+	{leafFeatures, 0, rECX, 27, familyXSAVE, ""},          // OSXSAVE: follows CR4, never named
+	{leafFeatures, 0, rECX, 28, familyXSAVE, ""},          // AVX: cleared with xsave
+	{leafFeatures, 0, rECX, 29, familyXSAVE, ""},          // F16C (VEX)
+	{leafFeatures, 0, rECX, 30, familyEmulator, "rdrand"}, // RDRAND
+	{leafStructExt, 0, rEBX, 0, familyEmulator, "fsgsbase"},
+	{leafStructExt, 0, rEBX, 3, familyEmulator, "bmi1"},
+	{leafStructExt, 0, rEBX, 5, familyXSAVE, ""}, // AVX2
+	{leafStructExt, 0, rEBX, 8, familyEmulator, "bmi2"},
+	{leafStructExt, 0, rEBX, 10, familyEmulator, "invpcid"},
+	{leafStructExt, 0, rEBX, 16, familyXSAVE, ""}, // AVX512F
+	{leafStructExt, 0, rEBX, 17, familyXSAVE, ""}, // AVX512DQ
+	{leafStructExt, 0, rEBX, 18, familyEmulator, "rdseed"},
+	{leafStructExt, 0, rEBX, 20, familyEmulator, "smap"},
+	{leafStructExt, 0, rEBX, 21, familyXSAVE, ""}, // AVX512IFMA
+	{leafStructExt, 0, rEBX, 26, familyXSAVE, ""}, // AVX512PF
+	{leafStructExt, 0, rEBX, 27, familyXSAVE, ""}, // AVX512ER
+	{leafStructExt, 0, rEBX, 28, familyXSAVE, ""}, // AVX512CD
+	{leafStructExt, 0, rEBX, 30, familyXSAVE, ""}, // AVX512BW
+	{leafStructExt, 0, rEBX, 31, familyXSAVE, ""}, // AVX512VL
+	{leafStructExt, 0, rECX, 1, familyXSAVE, ""},  // AVX512VBMI
+	{leafStructExt, 0, rECX, 3, familyXSAVE, ""},  // PKU (XSAVE state)
+	{leafStructExt, 0, rECX, 4, familyXSAVE, ""},  // OSPKE
+	{leafStructExt, 0, rECX, 6, familyXSAVE, ""},  // AVX512_VBMI2
+	{leafStructExt, 0, rECX, 9, familyXSAVE, ""},  // VAES
+	{leafStructExt, 0, rECX, 10, familyXSAVE, ""}, // VPCLMULQDQ
+	{leafStructExt, 0, rECX, 11, familyXSAVE, ""}, // AVX512_VNNI
+	{leafStructExt, 0, rECX, 12, familyXSAVE, ""}, // AVX512_BITALG
+	{leafStructExt, 0, rECX, 14, familyXSAVE, ""}, // AVX512_VPOPCNTDQ
+	{leafStructExt, 0, rECX, 22, familyEmulator, "rdpid"},
+	{leafStructExt, 0, rEDX, 2, familyXSAVE, ""},       // AVX512_4VNNIW
+	{leafStructExt, 0, rEDX, 3, familyXSAVE, ""},       // AVX512_4FMAPS
+	{leafStructExt, 0, rEDX, 8, familyXSAVE, ""},       // AVX512_VP2INTERSECT
+	{leafStructExt, 0, rEDX, 22, familyXSAVE, ""},      // AMX_BF16
+	{leafStructExt, 0, rEDX, 23, familyXSAVE, ""},      // AVX512_FP16
+	{leafStructExt, 0, rEDX, 24, familyXSAVE, ""},      // AMX_TILE
+	{leafStructExt, 0, rEDX, 25, familyXSAVE, ""},      // AMX_INT8
+	{leafStructExt, 1, rEAX, 4, familyXSAVE, ""},       // AVX_VNNI
+	{leafStructExt, 1, rEAX, 5, familyXSAVE, ""},       // AVX512_BF16
+	{leafStructExt, 1, rEAX, 23, familyXSAVE, ""},      // AVX_IFMA
+	{leafExtFeatures, 0, rECX, 11, familyXSAVE, ""},    // XOP
+	{leafExtFeatures, 0, rECX, 16, familyXSAVE, ""},    // FMA4
+	{leafExtFeatures, 0, rECX, 21, familyEmulator, ""}, // TBM (BMI family)
 }
 
 func reg(e *kvm.CPUIDEntry2, r cpuidReg) *uint32 {
@@ -143,7 +157,8 @@ var kvmSignature = [3]uint32{0x4B4D_564B, 0x564B_4D56, 0x0000_004D}
 // features, and no architectural PMU (leaf 0xA zero). x2APIC stays as KVM
 // supports it; TSC-deadline is kept when supported and added when
 // p.TSCDeadline says the in-kernel LAPIC has it. With p.Emulating it also
-// removes emulatorHidden and the XSAVE state leaf. The supported slice is
+// removes emulatorHidden and the XSAVE state leaf; with p.BrokenXSETBV the
+// XSAVE family of that table and the XSAVE state leaf. The supported slice is
 // not modified; the result is sorted by leaf and subleaf.
 func ShapeCPUID(supported []kvm.CPUIDEntry2, t Topology, p HostProfile) []kvm.CPUIDEntry2 {
 	cpus := max(t.CPUs, 1)
@@ -204,14 +219,14 @@ func ShapeCPUID(supported []kvm.CPUIDEntry2, t Topology, p HostProfile) []kvm.CP
 		case leafKVMFeatures:
 			haveKVMFeat = true
 		}
-		if p.Emulating {
-			if e.Function == leafXSAVE {
-				e.EAX, e.EBX, e.ECX, e.EDX = 0, 0, 0, 0
-			}
-			for _, h := range emulatorHidden {
-				if h.leaf == e.Function && h.subleaf == e.Index {
-					*reg(&e, h.reg) &^= 1 << h.bit
-				}
+		noXSAVE := p.Emulating || p.BrokenXSETBV
+		if noXSAVE && e.Function == leafXSAVE {
+			e.EAX, e.EBX, e.ECX, e.EDX = 0, 0, 0, 0
+		}
+		for _, h := range emulatorHidden {
+			hide := p.Emulating || noXSAVE && h.family == familyXSAVE
+			if hide && h.leaf == e.Function && h.subleaf == e.Index {
+				*reg(&e, h.reg) &^= 1 << h.bit
 			}
 		}
 		out = append(out, e)

@@ -212,6 +212,46 @@ func TestShapeCPUIDEmulating(t *testing.T) {
 	}
 }
 
+func TestShapeCPUIDBrokenXSETBV(t *testing.T) {
+	supported := loadFixture(t)
+	out := ShapeCPUID(supported, Topology{CPUs: 1}, HostProfile{BrokenXSETBV: true})
+	tests := []struct {
+		name string
+		leaf uint32
+		sub  uint32
+		r    cpuidReg
+		b    uint
+		set  bool
+	}{
+		{"xsave", 1, 0, rECX, 26, false},
+		{"avx", 1, 0, rECX, 28, false},
+		{"fma", 1, 0, rECX, 12, false},
+		{"avx2", 7, 0, rEBX, 5, false},
+		{"avx512f", 7, 0, rEBX, 16, false},
+		{"avx_vnni", 7, 1, rEAX, 4, false},
+		{"popcnt kept", 1, 0, rECX, 23, true},
+		{"cx16 kept", 1, 0, rECX, 13, true},
+		{"rdrand kept", 1, 0, rECX, 30, true},
+		{"bmi2 kept", 7, 0, rEBX, 8, true},
+		{"smap kept", 7, 0, rEBX, 20, true},
+		{"xsaveerptr kept", 0x8000_0008, 0, rEBX, 2, true},
+	}
+	for _, tt := range tests {
+		e := find(t, out, tt.leaf, tt.sub)
+		if got := bit(*reg(&e, tt.r), tt.b); got != tt.set {
+			t.Errorf("%s: bit = %v, want %v", tt.name, got, tt.set)
+		}
+	}
+	if d := find(t, out, 0xD, 0); d.EAX|d.EBX|d.ECX|d.EDX != 0 {
+		t.Errorf("leaf 0xD kept: %+v", d)
+	}
+	for _, h := range emulatorHidden {
+		if h.clearcpuid != "" && h.clearcpuid != "xsave" && h.family != familyEmulator {
+			t.Errorf("%s is named on the command line but filed under the XSAVE family", h.clearcpuid)
+		}
+	}
+}
+
 func TestShapeCPUIDTSCDeadline(t *testing.T) {
 	supported := []kvm.CPUIDEntry2{{Function: 0, EAX: 1}, {Function: 1}}
 	for _, p := range []HostProfile{{}, {TSCDeadline: true}, {TSCDeadline: true, Emulating: true}} {
@@ -288,6 +328,12 @@ func linuxFeatureNames(t *testing.T) map[string]bool {
 func TestCmdlineExtras(t *testing.T) {
 	if got := (HostProfile{}).CmdlineExtras(); got != "" {
 		t.Fatalf("hardware KVM extras = %q, want none", got)
+	}
+	if got := (HostProfile{BrokenXSETBV: true}).CmdlineExtras(); got != "noxsave" {
+		t.Fatalf("broken-xsetbv extras = %q, want noxsave", got)
+	}
+	if a, b := (HostProfile{Emulating: true, BrokenXSETBV: true}).CmdlineExtras(), (HostProfile{Emulating: true}).CmdlineExtras(); a != b {
+		t.Fatalf("emulating extras change with BrokenXSETBV: %q vs %q", a, b)
 	}
 	got := HostProfile{Emulating: true}.CmdlineExtras()
 	want := "clearcpuid=pcid,popcnt,xsave,rdrand,fsgsbase,bmi1,bmi2,invpcid,rdseed,smap,rdpid noxsave"

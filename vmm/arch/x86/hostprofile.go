@@ -27,6 +27,12 @@ type HostProfile struct {
 	// bit out of KVM_GET_SUPPORTED_CPUID and advertise it only through
 	// the capability, so the caller sets this after checking it.
 	TSCDeadline bool
+	// BrokenXSETBV is set when a guest's xsetbv does not reach KVM
+	// (ProbeXSETBV): KVM keeps XCR0 at x87 only while the guest kernel
+	// believes it enabled SSE and AVX state, so XSAVE-based context
+	// switching would lose registers. Seen with kvm-amd nested under
+	// QEMU's TCG (the tests' kvmhost). The guest then gets no XSAVE.
+	BrokenXSETBV bool
 }
 
 // DetectHostProfile inspects the running host through "/". It cannot see
@@ -93,8 +99,15 @@ func cpuFlags(root fs.FS) ([]string, error) {
 // clearcpuid= with the names from Linux 6.12's cpufeatures (kept short: its
 // parser copies at most 127 characters, and noxsave clears the whole XSAVE
 // family, AVX and AVX-512 included, through the kernel's dependency table).
+//
+// With only BrokenXSETBV it is "noxsave": KVM_SET_CPUID2 hides XSAVE on
+// such a (hardware-kind) KVM already, and the parameter keeps a kernel
+// that looks at the host CPU some other way from using it.
 func (p HostProfile) CmdlineExtras() string {
 	if !p.Emulating {
+		if p.BrokenXSETBV {
+			return "noxsave"
+		}
 		return ""
 	}
 	var names []string
