@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"kvmstack/orchestrator/blob"
@@ -200,6 +201,11 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, opts routeOpts)
 		},
 		FlushInterval: -1,
 		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
+			if errors.Is(err, syscall.ECONNREFUSED) {
+				// The request never reached the leader: safe to retry.
+				writeError(w, &Error{Status: http.StatusServiceUnavailable, Code: CodeNoLeader, Message: "leader unreachable: " + err.Error()})
+				return
+			}
 			// The leader may or may not have applied the request: report an
 			// ambiguous failure, not a retryable "no leader".
 			writeError(w, &Error{Status: http.StatusBadGateway, Code: CodeUnknownOutcome, Message: "forwarding to leader failed: " + err.Error()})
