@@ -18,7 +18,10 @@ const probeTSSAddr = 0xFFFB_D000
 // XCR0. It reports whether the xsetbv reached KVM: true on hardware KVM
 // and whenever the host offers no XSAVE; false where the instruction is
 // lost (kvm-amd nested under QEMU's TCG), which HostProfile.BrokenXSETBV
-// records. It takes a few milliseconds on hardware KVM.
+// records. It takes a few milliseconds on hardware KVM. Call it only when
+// the profile is not Emulating: that profile removes XSAVE anyway, and its
+// instruction emulator need not run xsetbv (the probe would then fail with
+// an error naming the exit).
 func ProbeXSETBV(sys *kvm.System) (bool, error) {
 	supported, err := sys.SupportedCPUID()
 	if err != nil {
