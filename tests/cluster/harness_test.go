@@ -62,11 +62,11 @@ func freePort(t testing.TB) string {
 // proc is one server process.
 type proc struct {
 	name, dir, raft, http string
-	args                 []string
-	env                  []string
-	cmd                  *exec.Cmd
-	log                  *os.File
-	done                 chan struct{}
+	args                  []string
+	env                   []string
+	cmd                   *exec.Cmd
+	log                   *os.File
+	done                  chan struct{}
 }
 
 func (p *proc) start(t testing.TB) {
@@ -230,13 +230,13 @@ func (c *testCluster) waitConverged() {
 		if err != nil {
 			return false
 		}
-		target := st.Raft["fsm_applied_index"]
+		target := st.Raft["applied_index"]
 		for i := range c.procs {
 			if c.procs[i].cmd == nil {
 				continue
 			}
 			s, err := c.status(i)
-			if err != nil || atoi(s.Raft["fsm_applied_index"]) < atoi(target) {
+			if err != nil || atoi(s.Raft["applied_index"]) < atoi(target) {
 				return false
 			}
 		}
