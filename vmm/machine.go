@@ -138,6 +138,18 @@ func (m *Machine) checkHost() error {
 	if n, err := m.sys.CheckExtension(kvm.CapTSCDeadlineTimer); err == nil && n > 0 {
 		m.profile.TSCDeadline = true
 	}
+	if !m.profile.Emulating {
+		// Some nested KVMs (kvm-amd under QEMU's TCG) drop the guest's
+		// xsetbv: a guest using XSAVE there would lose register state.
+		ok, err := x86.ProbeXSETBV(m.sys)
+		if err != nil {
+			return fmt.Errorf("probing xsetbv: %w", err)
+		}
+		if !ok {
+			m.profile.BrokenXSETBV = true
+			m.log.Warn("host KVM drops guest xsetbv; hiding XSAVE from the guest")
+		}
+	}
 	return nil
 }
 
@@ -182,7 +194,7 @@ func (m *Machine) setupDevices() error {
 		{devices.COM1Base, devices.SerialPorts, m.serial},
 		{devices.I8042Base, devices.I8042Ports, devices.NewI8042(reset)},
 		{uint64(x86.SleepControlPort), devices.ACPIPMPorts, devices.NewACPIPM(x86.S5SleepType, x86.ResetValue, powerOff, reset)},
-		{devices.PVPanicPort, 1, devices.NewPVPanic(func() { m.Stop(OutcomeCrash, errors.New("guest kernel panicked (pvpanic)")) })},
+		{uint64(x86.PVPanicPort), 1, devices.NewPVPanic(func() { m.Stop(OutcomeCrash, errors.New("guest kernel panicked (pvpanic)")) })},
 		{0x80, 1, devices.Sink{}},
 	}
 	for _, r := range regs {

@@ -1,10 +1,8 @@
 package devices
 
-// PVPanicPort is the I/O port of the pvpanic device (ACPI _HID QEMU0001),
-// where a guest kernel reports that it panicked before it reboots or halts.
+// pvpanic event bits; the device sits at x86.PVPanicPort, declared in the
+// DSDT as QEMU0001, where a guest kernel reports a panic before it reboots.
 const (
-	PVPanicPort = 0x505
-
 	pvpanicPanicked = 0x01
 	pvpanicCrashLd  = 0x02
 	// pvpanicFeatures is what the device answers on read: both events.
