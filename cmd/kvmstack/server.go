@@ -38,6 +38,7 @@ func serverCommand() *cli.Command {
 			&cli.IntFlag{Name: "bcrypt-cost", Usage: "password hashing cost", Value: 10},
 			&cli.DurationFlag{Name: "token-ttl", Usage: "lifetime of issued tokens", Value: time.Hour},
 			&cli.IntFlag{Name: "scheduler-batch", Usage: "placements per Raft entry", Value: 1000},
+			&cli.IntFlag{Name: "raft-multiplier", Usage: "scale Raft heartbeat/election timeouts (1 = 1s heartbeat)", Value: 2},
 			&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn or error", Value: "info"},
 		},
 		Action: runServer,
@@ -96,7 +97,7 @@ func runServer(c *cli.Context) error {
 		DeadServerTimeout: c.Duration("dead-server-timeout"), HostTTL: c.Duration("host-ttl"), Strategy: strategy,
 		BootstrapPasswordFile: c.String("bootstrap-password-file"),
 		SnapshotThreshold:     c.Uint64("snapshot-threshold"), TrailingLogs: c.Uint64("trailing-logs"), SnapshotInterval: c.Duration("snapshot-interval"),
-		MaxImageBytes: c.Int64("max-image-size"), BcryptCost: c.Int("bcrypt-cost"), TokenTTL: c.Duration("token-ttl"), SchedulerBatch: c.Int("scheduler-batch"),
+		MaxImageBytes: c.Int64("max-image-size"), BcryptCost: c.Int("bcrypt-cost"), TokenTTL: c.Duration("token-ttl"), SchedulerBatch: c.Int("scheduler-batch"), RaftTimeoutScale: c.Int("raft-multiplier"),
 		Logger: log,
 	})
 	if err != nil {

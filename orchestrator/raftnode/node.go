@@ -46,6 +46,10 @@ type Config struct {
 	SnapshotThreshold, TrailingLogs uint64
 	// SnapshotInterval is how often Raft checks the threshold (0 = default).
 	SnapshotInterval time.Duration
+	// TimeoutScale multiplies Raft's heartbeat, election and lease timeouts
+	// (like Consul's raft_multiplier): larger values tolerate busy or slow
+	// machines at the cost of slower failure detection. 0 means 1.
+	TimeoutScale int
 	// LogOutput receives Raft's own log (nil = stderr).
 	LogOutput io.Writer
 	// Logger is for this package's messages.
@@ -86,6 +90,12 @@ func Open(cfg Config, f *fsm.FSM) (*Node, error) {
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.ID)
 	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Output: cfg.LogOutput, Level: hclog.Info})
+	if cfg.TimeoutScale > 1 {
+		m := time.Duration(cfg.TimeoutScale)
+		rc.HeartbeatTimeout *= m
+		rc.ElectionTimeout *= m
+		rc.LeaderLeaseTimeout *= m
+	}
 	if cfg.SnapshotThreshold > 0 {
 		rc.SnapshotThreshold = cfg.SnapshotThreshold
 	}

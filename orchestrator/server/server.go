@@ -56,6 +56,8 @@ type Config struct {
 	// SnapshotThreshold, TrailingLogs, SnapshotInterval tune Raft compaction.
 	SnapshotThreshold, TrailingLogs uint64
 	SnapshotInterval                time.Duration
+	// RaftTimeoutScale multiplies Raft's timeouts (0 = 2).
+	RaftTimeoutScale int
 	// BcryptCost for password hashes (0 = default).
 	BcryptCost int
 	// MaxImageBytes bounds uploads (0 = 8 GiB).
@@ -106,6 +108,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.PasswordOut == nil {
 		cfg.PasswordOut = os.Stderr
 	}
+	if cfg.RaftTimeoutScale == 0 {
+		cfg.RaftTimeoutScale = 2
+	}
 	if cfg.MaxImageBytes == 0 {
 		cfg.MaxImageBytes = 8 << 30
 	}
@@ -135,7 +140,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		ID: id, DataDir: filepath.Join(cfg.DataDir, "raft"), Bind: cfg.RaftBind,
 		Bootstrap:         len(cfg.Join) == 0,
 		SnapshotThreshold: cfg.SnapshotThreshold, TrailingLogs: cfg.TrailingLogs, SnapshotInterval: cfg.SnapshotInterval,
-		LogOutput: cfg.RaftLogOutput, Logger: s.log, Metrics: s.metrics,
+		TimeoutScale: cfg.RaftTimeoutScale, LogOutput: cfg.RaftLogOutput, Logger: s.log, Metrics: s.metrics,
 	}, s.fsm)
 	if err != nil {
 		s.httpLn.Close()
