@@ -274,7 +274,8 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request, q func(*state.Read
 	idx, err := s.Store.Blocking(ctx, min, func(t *state.ReadTxn) (uint64, error) {
 		i, o, err := q(t)
 		out = o
-		return i, err
+		// Never report 0: a client passing it back must block, not spin.
+		return max(i, 1), err
 	})
 	if err != nil {
 		return err
