@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 
 	"kvmstack/vmm/arch/x86/acpi"
 	"kvmstack/vmm/memory"
@@ -36,6 +37,32 @@ type Config struct {
 	// PreferPVH enters an ELF kernel through its PVH note instead of the
 	// 64-bit entry.
 	PreferPVH bool
+	// Disks are virtio-blk devices, in PCI slot order (the guest's vda,
+	// vdb, ...).
+	Disks []DiskConfig
+	// Nets are virtio-net devices on host TAP interfaces.
+	Nets []NetConfig
+	// RNG adds a virtio-rng device fed by the host's getrandom.
+	RNG bool
+}
+
+// DiskConfig is one virtio-blk disk.
+type DiskConfig struct {
+	// Path is a raw image file.
+	Path string `json:"path"`
+	// ReadOnly makes the device refuse writes (VIRTIO_BLK_F_RO).
+	ReadOnly bool `json:"readonly,omitempty"`
+	// ID is the serial the guest reads (VIRTIO_BLK_T_GET_ID), at most 20
+	// bytes.
+	ID string `json:"id,omitempty"`
+}
+
+// NetConfig is one virtio-net interface.
+type NetConfig struct {
+	// Tap is the host TAP interface name.
+	Tap string `json:"tap"`
+	// MAC is the guest's address (aa:bb:cc:dd:ee:ff); empty picks one.
+	MAC string `json:"mac,omitempty"`
 }
 
 // ErrConfig is wrapped by every configuration error, so callers can tell
@@ -53,5 +80,43 @@ func (c *Config) Validate() error {
 	if _, err := memory.Plan(c.MemoryBytes); err != nil {
 		return fmt.Errorf("%w: %v", ErrConfig, err)
 	}
+	for i, d := range c.Disks {
+		if d.Path == "" {
+			return fmt.Errorf("%w: disk %d: no path", ErrConfig, i)
+		}
+		if len(d.ID) > maxDiskID {
+			return fmt.Errorf("%w: disk %d: id %q longer than %d bytes", ErrConfig, i, d.ID, maxDiskID)
+		}
+	}
+	for i, n := range c.Nets {
+		if n.Tap == "" || len(n.Tap) >= 16 {
+			return fmt.Errorf("%w: net %d: tap name %q: want 1 to 15 bytes", ErrConfig, i, n.Tap)
+		}
+		if n.MAC != "" {
+			mac, err := net.ParseMAC(n.MAC)
+			if err != nil || len(mac) != 6 {
+				return fmt.Errorf("%w: net %d: MAC %q: want aa:bb:cc:dd:ee:ff", ErrConfig, i, n.MAC)
+			}
+			if mac[0]&1 != 0 {
+				return fmt.Errorf("%w: net %d: MAC %q is a multicast address", ErrConfig, i, n.MAC)
+			}
+		}
+	}
+	if n := len(c.Disks) + len(c.Nets); n+btoi(c.RNG) > maxPCIDevices {
+		return fmt.Errorf("%w: %d PCI devices, at most %d", ErrConfig, n+btoi(c.RNG), maxPCIDevices)
+	}
 	return nil
+}
+
+// maxDiskID is the size of virtio-blk's ID string.
+const maxDiskID = 20
+
+// maxPCIDevices is bus 0's slots minus the host bridge.
+const maxPCIDevices = 31
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync"
 
@@ -14,6 +15,7 @@ import (
 	"kvmstack/vmm/arch/x86"
 	"kvmstack/vmm/arch/x86/acpi"
 	"kvmstack/vmm/devices"
+	pcibus "kvmstack/vmm/devices/pci"
 	"kvmstack/vmm/kvm"
 	"kvmstack/vmm/memory"
 )
@@ -41,6 +43,9 @@ type Machine struct {
 	mmio    *devices.Bus
 	serial  *devices.Serial
 	stats   exitStats
+	pci     *pcibus.Bus
+	gsi     *pcibus.GSIRouter
+	virtio  []pciFunction
 
 	stopOnce sync.Once
 	stopMu   sync.Mutex
@@ -99,12 +104,19 @@ func New(cfg Config, log *slog.Logger) (_ *Machine, err error) {
 	if err := m.setupDevices(); err != nil {
 		return nil, err
 	}
+	if err := m.setupPCI(); err != nil {
+		return nil, err
+	}
 	if err := m.loadGuest(); err != nil {
 		return nil, err
 	}
 	if err := m.setupVCPUs(); err != nil {
 		return nil, err
 	}
+	// Loading read whole files (and maybe a decompressed kernel) through
+	// the heap; hand that back now rather than carry it for the guest's
+	// lifetime.
+	debug.FreeOSMemory()
 	log.Info("machine ready", "kernel", cfg.Kernel, "format", m.kernel.Format, "entry", m.kernel.Mode.String(),
 		"cpus", cfg.CPUs, "memory_mib", cfg.MemoryBytes>>20, "emulating_host", m.profile.Emulating, "cmdline", m.cmdline)
 	return m, nil
@@ -433,7 +445,8 @@ func (m *Machine) ExitCounts() map[string]uint64 {
 
 // Close releases vCPUs, the VM, guest RAM and KVM, reporting every error.
 func (m *Machine) Close() error {
-	var errs []error
+	// Devices first: their workers use guest RAM and the VM's fds.
+	errs := []error{m.closePCI()}
 	for _, v := range m.vcpus {
 		errs = append(errs, v.Close())
 	}

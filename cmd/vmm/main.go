@@ -52,6 +52,12 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	mem := fs.String("memory", "128M", "guest RAM: a number with K, M, G or T (binary units); a plain number is MiB")
 	fs.StringVar(&o.serial, "serial", "stdio", "COM1: stdio, file:PATH, or none")
 	fs.BoolVar(&o.cfg.PreferPVH, "pvh", false, "enter an ELF kernel through its PVH note")
+	var disks diskFlags
+	var nets netFlags
+	fs.Var(&disks, "disk", "virtio-blk disk: path=PATH[,readonly=on][,id=ID] (repeatable)")
+	fs.Var(&nets, "net", "virtio-net on a TAP: tap=NAME[,mac=MAC] (repeatable)")
+	fs.BoolVar(&o.cfg.RNG, "rng", false, "virtio-rng device fed by the host's getrandom")
+	configFile := fs.String("config", "", "JSON file with the same settings (kernel, initrd, cmdline, cpus, memory, disks, nets, rng); flags override it")
 	level := fs.String("log-level", "warn", "log level: debug, info, warn, error")
 	help := fs.Bool("help", false, "show this help")
 	if err := fs.Parse(args); err != nil {
@@ -59,12 +65,23 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	if *help {
 		fs.SetOutput(stderr)
-		fmt.Fprintln(stderr, "usage: vmm --kernel PATH [--initrd PATH] [--cmdline STR] [--cpus N] [--memory SIZE] [--serial stdio|file:PATH|none]")
+		fmt.Fprintln(stderr, "usage: vmm --kernel PATH [--initrd PATH] [--cmdline STR] [--cpus N] [--memory SIZE] [--serial stdio|file:PATH|none]\n"+
+			"           [--disk path=PATH[,readonly=on][,id=ID]]... [--net tap=NAME[,mac=MAC]]... [--rng] [--config vm.json]")
 		fs.PrintDefaults()
 		return nil, flag.ErrHelp
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	o.cfg.Disks, o.cfg.Nets = disks, nets
+	if *configFile != "" {
+		fc, err := loadConfigFile(*configFile)
+		if err != nil {
+			return nil, fmt.Errorf("--config: %w", err)
+		}
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		applyFile(o, fc, set, mem)
 	}
 	var err error
 	if o.cfg.MemoryBytes, err = ParseSize(*mem); err != nil {
@@ -79,7 +96,11 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if err := o.cfg.Validate(); err != nil {
 		return nil, err
 	}
-	for _, f := range []struct{ flag, path string }{{"--kernel", o.cfg.Kernel}, {"--initrd", o.cfg.Initrd}} {
+	files := []struct{ flag, path string }{{"--kernel", o.cfg.Kernel}, {"--initrd", o.cfg.Initrd}}
+	for _, d := range o.cfg.Disks {
+		files = append(files, struct{ flag, path string }{"--disk", d.Path})
+	}
+	for _, f := range files {
 		if f.path == "" {
 			continue
 		}
@@ -87,7 +108,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", f.flag, err)
 		}
-		if !st.Mode().IsRegular() {
+		// A disk may be a block device; kernels and initrds are files.
+		if !st.Mode().IsRegular() && (f.flag != "--disk" || st.Mode()&os.ModeDevice == 0) {
 			return nil, fmt.Errorf("%s %s: not a regular file", f.flag, f.path)
 		}
 	}

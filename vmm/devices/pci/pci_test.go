@@ -44,7 +44,7 @@ func (d *testDev) BARRead(bar int, off uint64, data []byte) {
 	}
 }
 func (d *testDev) BARWrite(bar int, off uint64, data []byte) { d.last.bar, d.last.off = bar, off }
-func (d *testDev) SetINTxLine(l uint8)                        { d.line = l }
+func (d *testDev) SetINTxLine(l uint8)                       { d.line = l }
 
 // cf8 accesses configuration space through the type-1 ports.
 type cf8 struct{ io *ConfigIO }
@@ -87,7 +87,7 @@ func TestBARSizingProtocol(t *testing.T) {
 			t.Fatalf("BAR %#x = %#x, want %#x", tt.reg, orig, tt.wantAddr)
 		}
 		c.write32(1, tt.reg, 0xFFFF_FFFF)
-		if got := c.read32(1, tt.reg); got != ^(tt.size-1) {
+		if got := c.read32(1, tt.reg); got != ^(tt.size - 1) {
 			t.Fatalf("sizing BAR %#x read %#x, want %#x", tt.reg, got, ^(tt.size - 1))
 		}
 		c.write32(1, tt.reg, orig)

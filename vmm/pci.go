@@ -1,0 +1,91 @@
+package vmm
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"kvmstack/virtio"
+	virtiopci "kvmstack/virtio/pci"
+	"kvmstack/virtio/rng"
+	"kvmstack/vmm/arch/x86"
+	pcibus "kvmstack/vmm/devices/pci"
+)
+
+// virtioDevice is a device model with resources to release.
+type virtioDevice interface {
+	virtio.Device
+	io.Closer
+}
+
+// setupPCI creates bus 0 (type-1 ports, ECAM, the 32-bit BAR window) and
+// one virtio-pci function per configured device. The bus exists even
+// without devices: the DSDT and MCFG always describe the host bridge.
+func (m *Machine) setupPCI() error {
+	m.pci = pcibus.NewBus(uint64(x86.PCIMMIOStart), uint64(x86.PCIMMIOEnd))
+	m.gsi = pcibus.NewGSIRouter(m.vm)
+	if err := m.pio.Register(pcibus.ConfigAddressPort, pcibus.ConfigPorts, m.pci.ConfigIO()); err != nil {
+		return err
+	}
+	if err := m.mmio.Register(uint64(x86.ECAMAddr), x86.ECAMSize, m.pci.ECAM()); err != nil {
+		return err
+	}
+	if err := m.mmio.Register(uint64(x86.PCIMMIOStart), uint64(x86.PCIMMIOEnd-x86.PCIMMIOStart), m.pci.MMIO()); err != nil {
+		return err
+	}
+	devs, err := m.virtioDevices()
+	if err != nil {
+		return err
+	}
+	for _, d := range devs {
+		if err := m.addVirtio(d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// virtioDevices opens the configured device models, in slot order: disks,
+// nets, rng.
+func (m *Machine) virtioDevices() ([]virtioDevice, error) {
+	var devs []virtioDevice
+	if len(m.cfg.Disks) > 0 || len(m.cfg.Nets) > 0 {
+		return nil, fmt.Errorf("%w: virtio-blk and virtio-net are not built into this vmm yet", ErrConfig)
+	}
+	if m.cfg.RNG {
+		devs = append(devs, rng.New())
+	}
+	return devs, nil
+}
+
+// addVirtio puts d behind a virtio-pci transport on bus 0. The machine owns
+// both from here on, also when this fails.
+func (m *Machine) addVirtio(d virtioDevice) error {
+	t, err := virtiopci.New(d, virtiopci.Config{Memory: m.mem, VM: m.vm, Router: m.gsi, Log: m.log})
+	if err != nil {
+		return errors.Join(err, d.Close())
+	}
+	m.virtio = append(m.virtio, pciFunction{t, d})
+	slot, err := m.pci.Add(t)
+	if err != nil {
+		return err
+	}
+	m.log.Info("virtio device", "type", d.Type().String(), "slot", slot)
+	return nil
+}
+
+// pciFunction is one virtio device and its transport.
+type pciFunction struct {
+	transport *virtiopci.Transport
+	dev       virtioDevice
+}
+
+// closePCI stops every virtio device and releases its eventfds.
+func (m *Machine) closePCI() error {
+	var errs []error
+	for _, f := range m.virtio {
+		errs = append(errs, f.transport.Close(), f.dev.Close())
+	}
+	m.virtio = nil
+	return errors.Join(errs...)
+}
