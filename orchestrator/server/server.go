@@ -451,6 +451,8 @@ func (s *Server) Leave(ctx context.Context) error {
 		if err := s.leave(ctx); err != nil {
 			s.log.Warn("graceful leave failed", "err", err)
 		}
+	} else {
+		s.log.Warn("not part of a multi-server configuration yet: stopping without leaving")
 	}
 	return s.Close()
 }

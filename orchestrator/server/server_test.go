@@ -138,3 +138,36 @@ func testLog() io.Writer {
 	}
 	return io.Discard
 }
+
+func TestGracefulLeave(t *testing.T) {
+	s1 := startServer(t, t.TempDir(), nil, "")
+	admin := login(t, s1.HTTPAddr())
+	s2 := startServer(t, t.TempDir(), []string{s1.HTTPAddr()}, admin.Token)
+	s3 := startServer(t, t.TempDir(), []string{s1.HTTPAddr()}, admin.Token)
+	waitFor(t, "three voters", 30*time.Second, func() bool {
+		ms, err := s1.Node().Members()
+		return err == nil && len(ms) == 3
+	})
+	for _, s := range []*Server{s2, s3} {
+		waitFor(t, "follower caught up", 30*time.Second, func() bool {
+			ms, err := s.Node().Members()
+			keys, _ := s.Store().Read(nil).SigningKeys()
+			return err == nil && len(ms) == 3 && len(keys) > 0
+		})
+	}
+	start := time.Now()
+	if err := s3.Leave(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// The leader leaves too: it hands over leadership first.
+	if err := s1.Leave(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ms, err := s2.Node().Members()
+	if err != nil || len(ms) != 1 || ms[0].ID != s2.ID() {
+		t.Fatalf("members after two leaves: %+v %v", ms, err)
+	}
+	if d := time.Since(start); d > 20*time.Second {
+		t.Fatalf("leaving took %s", d)
+	}
+}

@@ -214,4 +214,18 @@ func TestLinearizableAcrossLeaderFailure(t *testing.T) {
 			}
 		}
 	})
+
+	t.Run("SIGTERM leaves gracefully", func(t *testing.T) {
+		p := c.addServer("lin")
+		c.waitMembers(4)
+		c.waitConverged() // it must know the cluster to leave it
+		start := time.Now()
+		p.stop()
+		c.waitMembers(3)
+		// Well before the 12s dead-server timeout, so autopilot did not do it:
+		// the server removed itself.
+		if d := time.Since(start); d > 8*time.Second {
+			t.Fatalf("graceful leave took %s", d)
+		}
+	})
 }
