@@ -88,7 +88,10 @@ type result struct {
 	latencies             []time.Duration
 }
 
-var batch = flag.Int("batch", 2500, "placements per Raft entry")
+var (
+	batch    = flag.Int("batch", 1000, "placements per Raft entry")
+	pipeline = flag.Int("pipeline", 4, "placement entries in flight")
+)
 
 func run(hosts, instances, writes int) (*result, error) {
 	ctx := context.Background()
@@ -105,7 +108,7 @@ func run(hosts, instances, writes int) (*result, error) {
 	cfg := func(i int, join []string, token string) server.Config {
 		return server.Config{DataDir: filepath.Join(dir, fmt.Sprint(i)), RaftBind: "127.0.0.1:0", HTTPBind: "127.0.0.1:0",
 			Join: join, JoinToken: token, BootstrapPasswordFile: pw, BcryptCost: 4, HostTTL: time.Hour,
-			Logger: quiet, RaftLogOutput: io.Discard, SnapshotThreshold: 1 << 20, TrailingLogs: 1 << 20, SchedulerBatch: *batch}
+			Logger: quiet, RaftLogOutput: io.Discard, SnapshotThreshold: 1 << 20, TrailingLogs: 1 << 20, SchedulerBatch: *batch, SchedulerPipeline: *pipeline}
 	}
 	s0, err := server.Start(ctx, cfg(0, nil, ""))
 	if err != nil {

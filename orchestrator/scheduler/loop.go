@@ -1,10 +1,12 @@
 package scheduler
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
 	"sort"
+	"sync"
 	"time"
 
 	"kvmstack/orchestrator/fsm"
@@ -22,6 +24,9 @@ type Loop struct {
 	Options Options
 	// BatchSize bounds the placements committed in one Raft entry.
 	BatchSize int
+	// Pipeline is how many batches one pass places and proposes at once;
+	// Raft commits them back to back instead of one round trip each.
+	Pipeline int
 	Metrics   *metrics.Metrics
 	Log       *slog.Logger
 	// Now is the clock (tests may fix it).
@@ -38,6 +43,9 @@ const maxRejects = 5
 func (l *Loop) Run(ctx context.Context) {
 	if l.BatchSize <= 0 {
 		l.BatchSize = 1000
+	}
+	if l.Pipeline <= 0 {
+		l.Pipeline = 4
 	}
 	if l.Now == nil {
 		l.Now = time.Now
@@ -73,8 +81,41 @@ func (l *Loop) Run(ctx context.Context) {
 	}
 }
 
-// RunOnce places up to one batch of pending instances and returns how many
-// instances it decided (placed or failed).
+// proposeChunks commits the placements as several Raft entries in flight
+// together and returns the FSM's verdict for each placement.
+func (l *Loop) proposeChunks(ctx context.Context, placements []state.Placement, now time.Time) ([]error, error) {
+	size := max(l.BatchSize, 1)
+	errs := make([]error, len(placements))
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+	)
+	for lo := 0; lo < len(placements); lo += size {
+		hi := min(lo+size, len(placements))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := l.Propose(ctx, &fsm.InstancePlace{Header: fsm.Header{At: now}, Rules: state.PlacementRules{HostTTL: l.Options.HostTTL}, Placements: placements[lo:hi]})
+			if err == nil && res.Err != nil {
+				err = res.Err
+			}
+			if err != nil {
+				mu.Lock()
+				firstErr = cmp.Or(firstErr, err)
+				mu.Unlock()
+				return
+			}
+			perPlacement, _ := res.Value.([]error)
+			copy(errs[lo:hi], perPlacement)
+		}()
+	}
+	wg.Wait()
+	return errs, firstErr
+}
+
+// RunOnce places up to Pipeline batches of pending instances and returns how
+// many instances it decided (placed or failed).
 func (l *Loop) RunOnce(ctx context.Context) (int, error) {
 	start := time.Now()
 	r := l.Store.Read(nil)
@@ -88,8 +129,8 @@ func (l *Loop) RunOnce(ctx context.Context) (int, error) {
 		}
 		return pending[i].ID < pending[j].ID
 	})
-	if len(pending) > l.BatchSize {
-		pending = pending[:l.BatchSize]
+	if limit := l.BatchSize * max(l.Pipeline, 1); len(pending) > limit {
+		pending = pending[:limit]
 	}
 	hosts, err := r.Hosts()
 	if err != nil {
@@ -126,14 +167,10 @@ func (l *Loop) RunOnce(ctx context.Context) (int, error) {
 			placements[i] = state.Placement{InstanceID: placements[i].InstanceID, Error: "placement rejected repeatedly; see server log"}
 		}
 	}
-	res, err := l.Propose(ctx, &fsm.InstancePlace{Header: fsm.Header{At: now}, Rules: state.PlacementRules{HostTTL: l.Options.HostTTL}, Placements: placements})
+	errs, err := l.proposeChunks(ctx, placements, now)
 	if err != nil {
 		return 0, err
 	}
-	if res.Err != nil {
-		return 0, res.Err
-	}
-	errs, _ := res.Value.([]error)
 	decided := 0
 	for i, p := range placements {
 		var e error

@@ -66,6 +66,8 @@ type Config struct {
 	TokenTTL time.Duration
 	// SchedulerBatch bounds placements per Raft entry (0 = 1000).
 	SchedulerBatch int
+	// SchedulerPipeline is how many placement entries are in flight (0 = 4).
+	SchedulerPipeline int
 	// Logger and RaftLogOutput receive logs (defaults: slog.Default, stderr).
 	Logger        *slog.Logger
 	RaftLogOutput io.Writer
@@ -257,7 +259,7 @@ func (s *Server) leaderDuties(ctx context.Context) {
 		break
 	}
 	loop := &scheduler.Loop{Store: s.store, Options: scheduler.Options{Strategy: s.cfg.Strategy, HostTTL: s.cfg.HostTTL},
-		BatchSize: s.cfg.SchedulerBatch, Metrics: s.metrics, Log: s.log,
+		BatchSize: s.cfg.SchedulerBatch, Pipeline: s.cfg.SchedulerPipeline, Metrics: s.metrics, Log: s.log,
 		Propose: func(ctx context.Context, c fsm.Command) (*fsm.Result, error) {
 			res, _, err := s.node.Apply(ctx, c)
 			return res, err
