@@ -27,8 +27,8 @@ type Loop struct {
 	// Pipeline is how many batches one pass places and proposes at once;
 	// Raft commits them back to back instead of one round trip each.
 	Pipeline int
-	Metrics   *metrics.Metrics
-	Log       *slog.Logger
+	Metrics  *metrics.Metrics
+	Log      *slog.Logger
 	// Now is the clock (tests may fix it).
 	Now func() time.Time
 

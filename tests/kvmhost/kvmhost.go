@@ -73,6 +73,11 @@ const initScript = `#!/bin/busybox sh
 for m in irqbypass kvm kvm-amd; do
   insmod /kvmhost/$m.ko || { echo "KVMHOST-EXIT=125"; poweroff -f; }
 done
+# Optional modules (TAP devices for the virtio-net tests): present when
+# build.sh extracted them.
+for m in tun; do
+  [ -f /kvmhost/$m.ko ] && { insmod /kvmhost/$m.ko || echo "kvmhost: insmod $m failed"; }
+done
 ip link set lo up
 . /kvmhost/env
 mkdir -p "$KVMHOST_WORKDIR" && cd "$KVMHOST_WORKDIR"
@@ -84,6 +89,10 @@ echo "KVMHOST-EXIT=$rc"
 printf "\\$(printf %03o $((rc & 127)))" | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null
 poweroff -f
 `
+
+// optionalModules are loaded when build.sh provided them; tests that need
+// them skip without (tun: TAP devices for virtio-net).
+var optionalModules = []string{"tun.ko"}
 
 var exitLine = regexp.MustCompile(`KVMHOST-EXIT=(\d+)`)
 
@@ -167,6 +176,15 @@ func writeArchive(name string, cfg Config) error {
 	}
 	for _, m := range []string{"irqbypass.ko", "kvm.ko", "kvm-amd.ko"} {
 		if err := c.addFile("/kvmhost/"+m, filepath.Join(cfg.Dir, m)); err != nil {
+			return err
+		}
+	}
+	for _, m := range optionalModules {
+		p := filepath.Join(cfg.Dir, m)
+		if _, err := os.Stat(p); err != nil {
+			continue
+		}
+		if err := c.addFile("/kvmhost/"+m, p); err != nil {
 			return err
 		}
 	}
