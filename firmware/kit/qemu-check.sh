@@ -19,7 +19,7 @@ ONLY=${KIT_CHECK_ONLY:-}
 EMU_CPU_ARGS="noxsave clearcpuid=cx16,popcnt,xsave,avx,avx2,bmi1,bmi2,rdrand,rdseed,smap,fsgsbase,pcid,invpcid,rdpid"
 BASE_CMDLINE="console=ttyS0 reboot=k panic=-1"
 
-for f in vmlinux vmlinuz-debian initrd.img rootfs.ext4; do
+for f in vmlinux vmlinuz-debian initrd.img initrd-debian.img rootfs.ext4; do
 	[ -f "$OUT/$f" ] || {
 		echo "FAIL setup: $OUT/$f missing (run: bash firmware/kit/build.sh)"
 		exit 1
@@ -61,7 +61,7 @@ boot() {
 	BOOT_READY=-
 	timeout -k 5 "$TIMEOUT" "$QEMU" -nodefaults -no-user-config -display none -no-reboot \
 		-cpu max -m 128 -serial stdio -monitor none \
-		-kernel "$kernel" -initrd "$OUT/initrd.img" -append "$cmdline" "$@" \
+		-kernel "$kernel" -initrd "${BOOT_INITRD:-$OUT/initrd.img}" -append "$cmdline" "$@" \
 		</dev/null >"$log" 2>&1 &
 	pid=$!
 	while kill -0 "$pid" 2>/dev/null; do
@@ -209,6 +209,22 @@ if wanted debian; then
 	expect_line debian 'KIT READY cpus=1 mem=[0-9]+'
 	expect_text debian 'reboot: Power down'
 	verdict debian "Debian cloud kernel ($(sed -n 's/^debian-kernel-release //p' "$OUT/VERSIONS")) with the kit initrd"
+fi
+
+if wanted debian-root; then
+	# initrd-debian.img loads Debian's virtio modules, then the kit switches to the ext4 disk.
+	cp --sparse=always "$OUT/rootfs.ext4" "$WORK/rootfs-debian.ext4"
+	cmd='grep -q "^/dev/vda / ext4 rw" /proc/mounts && echo root-on-vda; cat /sys/class/net/eth0/address'
+	BOOT_INITRD=$OUT/initrd-debian.img boot debian-root "$OUT/vmlinuz-debian" \
+		"$BASE_CMDLINE kit.root=/dev/vda kit.run=$(b64 "$cmd")" "${MACHINE[@]}" \
+		-drive "file=$WORK/rootfs-debian.ext4,if=none,id=d0,format=raw" -device virtio-blk-pci,drive=d0 \
+		-netdev user,id=n0 -device virtio-net-pci,netdev=n0,mac=52:54:00:12:34:99
+	expect_exit
+	expect_text debian-root 'EXT4-fs \(vda\): mounted filesystem'
+	expect_line debian-root 'root-on-vda'
+	expect_line debian-root '52:54:00:12:34:99'
+	expect_no_text debian-root 'KIT ERROR'
+	verdict debian-root "Debian cloud kernel + initrd-debian.img: virtio modules, kit.root=/dev/vda, virtio-net"
 fi
 
 exit $failed
