@@ -10,6 +10,7 @@ import (
 	"github.com/songgao/water"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // Namespace is a network namespace this process created. It lives while the
@@ -33,7 +34,9 @@ func NewNamespace() (*Namespace, error) {
 	if err != nil {
 		return nil, fmt.Errorf("netdev: new namespace: %w", err)
 	}
-	nl, err := netlink.NewHandleAt(ns)
+	// Route netlink only: a kernel without xfrm or netfilter netlink
+	// (modules not loaded) would fail the default families.
+	nl, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		ns.Close()
 		return nil, fmt.Errorf("netdev: netlink in namespace: %w", err)
