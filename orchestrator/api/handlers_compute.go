@@ -342,6 +342,10 @@ func (s *Server) listInstances(w http.ResponseWriter, r *http.Request, sub *iden
 	return s.read(w, r, func(t *state.ReadTxn) (uint64, any, error) {
 		f := state.InstanceFilter{ProjectID: scopeProject(r, sub), State: q.Get("state"), Name: q.Get("name"), GroupID: q.Get("server_group")}
 		if h := q.Get("host"); h != "" {
+			// Agents (system admins) watch every instance assigned to their host.
+			if sub.SystemAdmin() {
+				f.ProjectID = ""
+			}
 			hh, _ := t.Host(h)
 			if hh == nil {
 				return t.Index("instances"), []*state.Instance{}, nil
