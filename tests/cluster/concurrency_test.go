@@ -136,6 +136,14 @@ func TestConcurrentCreates(t *testing.T) {
 		if h.Instances != perHost[h.ID] {
 			t.Fatalf("host %s accounts %d instances, %d are placed on it", h.Name, h.Instances, perHost[h.ID])
 		}
+		// What an agent sees when it watches its host's assignments.
+		var assigned []*state.Instance
+		if _, err := adm.Do(ctx, http.MethodGet, "/v1/instances", url.Values{"host": {h.Name}}, nil, &assigned); err != nil {
+			t.Fatal(err)
+		}
+		if len(assigned) != perHost[h.ID] {
+			t.Fatalf("host %s: agent view lists %d instances, %d are placed", h.Name, len(assigned), perHost[h.ID])
+		}
 	}
 	// 20 hosts × 8 slots: every slot is used and the rest failed with a reason.
 	if placed != 160 {
