@@ -46,7 +46,7 @@ const (
 // legacyIRQs are the ISA interrupts handed to devices for INTx, round robin
 // by slot: none is used by a device vmm emulates (COM1 has 4), and without
 // a _PRT Linux takes the interrupt line register as an ISA IRQ.
-var legacyIRQs = []uint8{5, 9, 10, 11}
+var legacyIRQs = []uint8{10, 11}
 
 // ErrBusFull is returned by Add when no slot or no window space is left.
 var ErrBusFull = errors.New("pci: bus full")
