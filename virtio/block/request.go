@@ -77,14 +77,13 @@ func (r *Request) DataLen() int { return total(r.Data) }
 
 // limits are what the device offers and the parser enforces.
 type limits struct {
-	capacity        uint64 // sectors
-	readOnly        bool
-	features        uint64 // negotiated device feature bits
-	maxDiscardSecs  uint32
-	maxDiscardSegs  uint32
-	maxZeroesSecs   uint32
-	maxZeroesSegs   uint32
-	discardAlignSec uint32
+	capacity       uint64 // sectors
+	readOnly       bool
+	features       uint64 // negotiated device feature bits
+	maxDiscardSecs uint32
+	maxDiscardSegs uint32
+	maxZeroesSecs  uint32
+	maxZeroesSegs  uint32
 }
 
 // parseRequest splits a chain into a Request. The returned Request has a
