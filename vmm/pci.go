@@ -4,8 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 
 	"kvmstack/virtio"
+	"kvmstack/virtio/block"
+	virtionet "kvmstack/virtio/net"
 	virtiopci "kvmstack/virtio/pci"
 	"kvmstack/virtio/rng"
 	"kvmstack/vmm/arch/x86"
@@ -46,11 +49,35 @@ func (m *Machine) setupPCI() error {
 }
 
 // virtioDevices opens the configured device models, in slot order: disks,
-// nets, rng.
-func (m *Machine) virtioDevices() ([]virtioDevice, error) {
-	var devs []virtioDevice
-	if len(m.cfg.Disks) > 0 || len(m.cfg.Nets) > 0 {
-		return nil, fmt.Errorf("%w: virtio-blk and virtio-net are not built into this vmm yet", ErrConfig)
+// nets, rng. On error the ones already opened are closed.
+func (m *Machine) virtioDevices() (devs []virtioDevice, err error) {
+	defer func() {
+		if err != nil {
+			for _, d := range devs {
+				err = errors.Join(err, d.Close())
+			}
+			devs = nil
+		}
+	}()
+	for i, dc := range m.cfg.Disks {
+		d, err := block.New(block.Config{Path: dc.Path, ReadOnly: dc.ReadOnly, ID: dc.ID, Log: m.log})
+		if err != nil {
+			return devs, fmt.Errorf("disk %d (%s): %w", i, dc.Path, err)
+		}
+		devs = append(devs, d)
+	}
+	for i, nc := range m.cfg.Nets {
+		var mac net.HardwareAddr
+		if nc.MAC != "" {
+			if mac, err = net.ParseMAC(nc.MAC); err != nil {
+				return devs, fmt.Errorf("%w: net %d: %v", ErrConfig, i, err)
+			}
+		}
+		d, err := virtionet.New(virtionet.Config{Tap: nc.Tap, MAC: mac})
+		if err != nil {
+			return devs, fmt.Errorf("net %d (tap %s): %w", i, nc.Tap, err)
+		}
+		devs = append(devs, d)
 	}
 	if m.cfg.RNG {
 		devs = append(devs, rng.New())
