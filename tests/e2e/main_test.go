@@ -47,7 +47,7 @@ func TestMain(m *testing.M) {
 		}
 	}
 	var files []string
-	for _, f := range []string{vmmBin, kitVmlinux, kitInitrd, kitDebian} {
+	for _, f := range append([]string{vmmBin, kitVmlinux, kitInitrd, kitDebian}, diskHostFiles...) {
 		if _, err := os.Stat(f); err == nil {
 			files = append(files, f)
 		}
