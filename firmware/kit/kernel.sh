@@ -23,26 +23,35 @@ die() {
 # "# CONFIG_X is not set" must stay unset: Kconfig drops options whose dependencies are missing
 # without a word.
 check_config() {
-	local config=$1 bad=0 line sym
-	while IFS= read -r line; do
-		case "$line" in
-		CONFIG_*=*)
-			if ! grep -qxF "$line" "$config"; then
-				log "config: wanted $line, got: $(grep -E "^(# )?${line%%=*}[= ]" "$config" || echo 'absent')"
-				bad=1
-			fi
-			;;
-		"# CONFIG_"*" is not set")
-			sym=${line#\# }
-			sym=${sym%% *}
-			if grep -q "^$sym=" "$config"; then
-				log "config: wanted $sym unset, got: $(grep "^$sym=" "$config")"
-				bad=1
-			fi
-			;;
-		esac
-	done <"$FRAGMENT"
-	return $bad
+	# One awk pass (this runs on every kit build, also when the kernel is cached).
+	awk -v frag="$FRAGMENT" '
+		BEGIN {
+			while ((getline line < frag) > 0) {
+				if (line ~ /^CONFIG_[A-Za-z0-9_]+=/) {
+					sym = substr(line, 1, index(line, "=") - 1)
+					want[sym] = line
+				} else if (line ~ /^# CONFIG_[A-Za-z0-9_]+ is not set$/) {
+					split(line, f, " ")
+					off[f[2]] = 1
+				}
+			}
+		}
+		/^CONFIG_[A-Za-z0-9_]+=/ { got[substr($0, 1, index($0, "=") - 1)] = $0 }
+		END {
+			bad = 0
+			for (s in want) {
+				g = (s in got) ? got[s] : "unset"
+				if (g != want[s]) {
+					printf "kit: config: wanted %s, got: %s\n", want[s], g > "/dev/stderr"
+					bad = 1
+				}
+			}
+			for (s in off) if (s in got) {
+				printf "kit: config: wanted %s unset, got: %s\n", s, got[s] > "/dev/stderr"
+				bad = 1
+			}
+			exit bad
+		}' "$1"
 }
 
 build() {

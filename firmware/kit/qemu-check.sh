@@ -59,9 +59,11 @@ boot() {
 	local log=$WORK/$name.log start pid
 	start=$(now)
 	BOOT_READY=-
+	local initrd=(-initrd "${BOOT_INITRD:-$OUT/initrd.img}")
+	[ "${BOOT_INITRD:-}" = none ] && initrd=()
 	timeout -k 5 "$TIMEOUT" "$QEMU" -nodefaults -no-user-config -display none -no-reboot \
 		-cpu max -m 128 -serial stdio -monitor none \
-		-kernel "$kernel" -initrd "${BOOT_INITRD:-$OUT/initrd.img}" -append "$cmdline" "$@" \
+		-kernel "$kernel" "${initrd[@]}" -append "$cmdline" "$@" \
 		</dev/null >"$log" 2>&1 &
 	pid=$!
 	while kill -0 "$pid" 2>/dev/null; do
@@ -176,6 +178,20 @@ echo 3 > /proc/sys/vm/drop_caches && sha256sum -c /data.sum'
 			ERRS+=("checksum of /data in the image does not match the guest's")
 	fi
 	verdict kit-rootfs "kit.root=/dev/vda on virtio-blk-pci, 4 MiB written, checked on the host"
+fi
+
+if wanted kit-diskboot; then
+	# No initrd: the kernel mounts the disk itself and runs /sbin/init (-> /init); kit.root is
+	# ignored there (nothing to switch from).
+	cp --sparse=always "$OUT/rootfs.ext4" "$WORK/rootfs-direct.ext4"
+	cmd='grep -q "^/dev/root / ext4 rw" /proc/mounts && echo root-direct'
+	BOOT_INITRD=none boot kit-diskboot "$K" "$BASE_CMDLINE root=/dev/vda rw kit.root=/dev/vda kit.run=$(b64 "$cmd")" \
+		"${MACHINE[@]}" -drive "file=$WORK/rootfs-direct.ext4,if=none,id=d0,format=raw" -device virtio-blk-pci,drive=d0
+	expect_exit
+	expect_line kit-diskboot 'KIT READY cpus=1 mem=[0-9]+'
+	expect_line kit-diskboot 'root-direct'
+	expect_no_text kit-diskboot 'KIT ERROR'
+	verdict kit-diskboot "root=/dev/vda without initrd runs the disk's /init"
 fi
 
 if wanted kit-net && command -v python3 >/dev/null; then
