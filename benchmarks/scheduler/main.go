@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -23,6 +24,7 @@ import (
 	"kvmstack/orchestrator/api"
 	"kvmstack/orchestrator/client"
 	"kvmstack/orchestrator/fsm"
+	"kvmstack/orchestrator/raftnode"
 	"kvmstack/orchestrator/server"
 	"kvmstack/orchestrator/state"
 )
@@ -108,7 +110,7 @@ func run(hosts, instances, writes int) (*result, error) {
 	cfg := func(i int, join []string, token string) server.Config {
 		return server.Config{DataDir: filepath.Join(dir, fmt.Sprint(i)), RaftBind: "127.0.0.1:0", HTTPBind: "127.0.0.1:0",
 			Join: join, JoinToken: token, BootstrapPasswordFile: pw, BcryptCost: 4, HostTTL: time.Hour,
-			Logger: quiet, RaftLogOutput: io.Discard, SnapshotThreshold: 1 << 20, TrailingLogs: 1 << 20, SchedulerBatch: *batch, SchedulerPipeline: *pipeline}
+			Logger: quiet, RaftLogOutput: io.Discard, SnapshotThreshold: 1 << 20, TrailingLogs: 1 << 20, SchedulerBatch: *batch, SchedulerPipeline: *pipeline, RaftTimeoutScale: 5}
 	}
 	s0, err := server.Start(ctx, cfg(0, nil, ""))
 	if err != nil {
@@ -236,7 +238,11 @@ func run(hosts, instances, writes int) (*result, error) {
 		for range writes {
 			t0 := time.Now()
 			if _, _, err := leader.Node().Apply(ctx, &fsm.HostHeartbeat{Header: fsm.Header{At: time.Now().UTC()}, ID: hid}); err != nil {
-				return nil, err
+				if !errors.Is(err, raftnode.ErrNotLeader) {
+					return nil, err
+				}
+				leader = leaderOf(servers) // leadership moved: measure on the new leader
+				continue
 			}
 			res.latencies = append(res.latencies, time.Since(t0))
 		}

@@ -289,7 +289,9 @@ var (
 // kill servers (concurrency, security, CLI).
 func sharedCluster(t *testing.T) *testCluster {
 	sharedOnce.Do(func() {
-		shared = newCluster(t, "shared", 3, "--max-image-size", "1048576", "--host-ttl", "10m")
+		// A generous Raft multiplier: these tests do not kill servers, and a
+		// loaded CI machine must not cause leadership changes mid-test.
+		shared = newCluster(t, "shared", 3, "--max-image-size", "1048576", "--host-ttl", "10m", "--raft-multiplier", "5")
 	})
 	if shared == nil {
 		t.Fatal("shared cluster failed to start")
