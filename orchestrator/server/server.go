@@ -433,7 +433,10 @@ func (s *Server) Close() error {
 		s.cancel()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_ = s.http.Shutdown(ctx)
+		if s.http.Shutdown(ctx) != nil {
+			// Blocking queries may still be waiting: cut them off.
+			_ = s.http.Close()
+		}
 		err = s.node.Shutdown()
 		s.wg.Wait()
 	})
