@@ -18,6 +18,8 @@ done
 echo "== vmm (issue 3): exits, boot time, memory"
 build/bin/kvmhost-run "${files[@]}" -- "$top/build/bench/vmmbench" --vmm "$top/build/bin/vmm" \
 	--pioexit-c "$top/build/bench/pioexit-c" --kit "$top/build/kit" --qemu "$qemu" ${VMMBENCH_ARGS:-}
+echo "== kvmstack (issue 6): scheduler placements/s, raft write latency"
+go run ./benchmarks/scheduler || echo "benchmarks/scheduler: FAILED (over-committed hosts or error)"
 for d in benchmarks/*/; do
 	[ -x "$d/run.sh" ] && { echo "== $(basename "$d")"; bash "$d/run.sh"; }
 done
