@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"kvmstack/netdev"
 	"kvmstack/virtio"
@@ -24,6 +25,7 @@ type rxState struct {
 	cap    int      // summed capacity of held
 	iov    [][]byte // gather list for the next read
 	bounce []byte   // for a driver whose buffers are smaller than a packet
+	used   []virtio.Used
 }
 
 // popRx takes the next receive chain off the queue; ok=false when the queue
@@ -65,7 +67,7 @@ func (d *Device) rxLoop(r *run) {
 		r.broken(err)
 		return
 	}
-	batch := 0
+	batch, failures := 0, 0
 	for {
 		// Hold enough guest buffers for the largest packet the TAP may
 		// deliver: one chain without mergeable buffers, as many as it
@@ -99,16 +101,31 @@ func (d *Device) rxLoop(r *run) {
 		}
 		n, err := d.receive(r, q, s, flush)
 		if err != nil {
-			if r.stopping() || errors.Is(err, os.ErrDeadlineExceeded) {
+			switch {
+			case r.stopping() || errors.Is(err, os.ErrDeadlineExceeded):
 				return
-			}
-			if errors.Is(err, errMalformed) || errors.Is(err, virtio.ErrNotInFlight) {
+			case errors.Is(err, errMalformed) || errors.Is(err, virtio.ErrNotInFlight):
 				r.broken(err)
 				return
+			case errors.Is(err, os.ErrClosed):
+				d.log.Error("virtio-net: receive worker stops", "err", err)
+				return
 			}
-			d.log.Error("virtio-net: receive worker stops", "tap", d.name, "err", err)
-			return
+			// A packet the kernel could not hand over (EINVAL for a
+			// header it cannot express, EFAULT): lost, like on a wire.
+			// Back off if it persists, so a wedged TAP cannot spin.
+			d.stats.RxDropped.Add(1)
+			if failures++; failures > 8 {
+				d.log.Warn("virtio-net: tap read keeps failing", "err", err)
+				select {
+				case <-time.After(10 * time.Millisecond):
+				case <-r.stop:
+					return
+				}
+			}
+			continue
 		}
+		failures = 0
 		if batch += n; batch >= 32 {
 			flush()
 			batch = 0
@@ -167,15 +184,19 @@ func (d *Device) receive(r *run, q *virtio.Queue, s *rxState, beforeWait func())
 	if !r.guestCsum {
 		putAt(first.bufs, hdrFlagsOff, []byte{0})
 	}
+	// All of a packet's chains become visible at once: the driver takes
+	// num_buffers chains as soon as it sees the first.
+	s.used = s.used[:0]
 	left = n
 	for i := 0; i < used; i++ {
 		b := s.held[i]
 		w := min(left, b.cap)
 		left -= w
-		if err := q.Push(b.head, uint32(w)); err != nil {
-			return 0, err
-		}
+		s.used = append(s.used, virtio.Used{Head: b.head, Written: uint32(w)})
 		s.cap -= b.cap
+	}
+	if err := q.PushBatch(s.used); err != nil {
+		return 0, err
 	}
 	s.held = append(s.held[:0], s.held[used:]...)
 	d.stats.RxPackets.Add(1)
