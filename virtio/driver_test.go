@@ -18,7 +18,6 @@ type testDriver struct {
 	avail    memory.GuestAddr
 	used     memory.GuestAddr
 	data     memory.GuestAddr // bump allocator for buffers and indirect tables
-	freeHead uint16
 	free     []uint16 // free descriptor indexes
 	availIdx uint16
 	lastUsed uint16
