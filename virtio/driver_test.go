@@ -18,7 +18,7 @@ type testDriver struct {
 	avail    memory.GuestAddr
 	used     memory.GuestAddr
 	data     memory.GuestAddr // bump allocator for buffers and indirect tables
-	free     []uint16 // free descriptor indexes
+	free     []uint16         // free descriptor indexes
 	availIdx uint16
 	lastUsed uint16
 }
