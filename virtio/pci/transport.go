@@ -273,44 +273,55 @@ func (t *Transport) writeCommon(off uint64, data []byte) {
 	// Queue configuration may change only while the queue is disabled
 	// and the device is not running.
 	queueWritable := validQ && !t.queues[q].enabled && t.status&virtio.StatusDriverOK == 0
-	switch {
-	case touched(ccDeviceFeatureSelect, 4):
+	// Apply every field the write touched, in register order.
+	if touched(ccDeviceFeatureSelect, 4) {
 		t.devFeatSelect = le.Uint32(img[ccDeviceFeatureSelect:])
-	case touched(ccDriverFeatureSelect, 4):
+	}
+	if touched(ccDriverFeatureSelect, 4) {
 		t.drvFeatSelect = le.Uint32(img[ccDriverFeatureSelect:])
-	case touched(ccDriverFeature, 4):
+	}
+	if touched(ccDriverFeature, 4) {
 		if t.status&virtio.StatusFeaturesOK == 0 && t.drvFeatSelect < 2 {
 			shift := 32 * t.drvFeatSelect
 			t.driverFeatures = t.driverFeatures&^(0xFFFF_FFFF<<shift) | uint64(le.Uint32(img[ccDriverFeature:]))<<shift
 		}
-	case touched(ccConfigMSIXVector, 2):
+	}
+	if touched(ccConfigMSIXVector, 2) {
 		t.configVector.Store(uint32(t.checkVector(le.Uint16(img[ccConfigMSIXVector:]))))
-	case touched(ccDeviceStatus, 1):
+	}
+	if touched(ccDeviceStatus, 1) {
 		t.writeStatus(img[ccDeviceStatus])
-	case touched(ccQueueSelect, 2):
+	}
+	if touched(ccQueueSelect, 2) {
 		t.queueSelect = le.Uint16(img[ccQueueSelect:])
-	case touched(ccQueueSize, 2):
+	}
+	if touched(ccQueueSize, 2) {
 		if queueWritable {
 			t.queues[q].size = le.Uint16(img[ccQueueSize:])
 		}
-	case touched(ccQueueMSIXVector, 2):
+	}
+	if touched(ccQueueMSIXVector, 2) {
 		if validQ {
 			t.queueVectors[q].Store(uint32(t.checkVector(le.Uint16(img[ccQueueMSIXVector:]))))
 		}
-	case touched(ccQueueEnable, 2):
+	}
+	if touched(ccQueueEnable, 2) {
 		// Drivers never write 0 (virtio 1.2 4.1.4.3.2); 1 enables.
 		if queueWritable && le.Uint16(img[ccQueueEnable:]) == 1 {
 			t.queues[q].enabled = true
 		}
-	case touched(ccQueueDesc, 8):
+	}
+	if touched(ccQueueDesc, 8) {
 		if queueWritable {
 			t.queues[q].desc = le.Uint64(img[ccQueueDesc:])
 		}
-	case touched(ccQueueDriver, 8):
+	}
+	if touched(ccQueueDriver, 8) {
 		if queueWritable {
 			t.queues[q].driver = le.Uint64(img[ccQueueDriver:])
 		}
-	case touched(ccQueueDevice, 8):
+	}
+	if touched(ccQueueDevice, 8) {
 		if queueWritable {
 			t.queues[q].device = le.Uint64(img[ccQueueDevice:])
 		}
