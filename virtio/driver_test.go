@@ -11,7 +11,7 @@ import (
 // the way Linux does and adds chains, so the device-side Queue can be tested
 // without a guest. Its raw accessors also let tests corrupt the rings.
 type testDriver struct {
-	t        *testing.T
+	t        testing.TB
 	mem      *memory.Memory
 	size     uint16
 	desc     memory.GuestAddr
@@ -25,7 +25,7 @@ type testDriver struct {
 
 const testRAM = 16 << 20
 
-func newTestDriver(t *testing.T, size uint16) *testDriver {
+func newTestDriver(t testing.TB, size uint16) *testDriver {
 	t.Helper()
 	mem, err := memory.New(testRAM)
 	if err != nil {
