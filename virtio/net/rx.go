@@ -11,6 +11,10 @@ import (
 	"kvmstack/virtio"
 )
 
+// rxRepoll is how often a receive worker that waits for buffers looks at
+// the ring without a kick.
+const rxRepoll = 20 * time.Millisecond
+
 // rxBuffer is one receive chain the worker popped and has not used yet.
 type rxBuffer struct {
 	head uint16
@@ -88,8 +92,12 @@ func (d *Device) rxLoop(r *run) {
 				return
 			}
 			if !more {
+				// The kick is the signal; the timer only bounds the
+				// damage of a notification lost on the way (the
+				// driver would otherwise wait on us forever).
 				select {
 				case <-r.act.Kicks[rxQueue]:
+				case <-time.After(rxRepoll):
 				case <-r.stop:
 					return
 				}
