@@ -22,9 +22,14 @@ type virtioDevice interface {
 }
 
 // setupPCI creates bus 0 (type-1 ports, ECAM, the 32-bit BAR window) and
-// one virtio-pci function per configured device. The bus exists even
-// without devices: the DSDT and MCFG always describe the host bridge.
+// one virtio-pci function per configured device. A machine without virtio
+// devices gets no bus, as before PCI existed: configuration reads then see
+// no host bridge and Linux skips PCI probing, which keeps boots without
+// devices exactly as they were.
 func (m *Machine) setupPCI() error {
+	if len(m.cfg.Disks) == 0 && len(m.cfg.Nets) == 0 && !m.cfg.RNG {
+		return nil
+	}
 	m.pci = pcibus.NewBus(uint64(x86.PCIMMIOStart), uint64(x86.PCIMMIOEnd))
 	m.gsi = pcibus.NewGSIRouter(m.vm)
 	if err := m.pio.Register(pcibus.ConfigAddressPort, pcibus.ConfigPorts, m.pci.ConfigIO()); err != nil {
