@@ -23,9 +23,9 @@ type virtioDevice interface {
 
 // setupPCI creates bus 0 (type-1 ports, ECAM, the 32-bit BAR window) and
 // one virtio-pci function per configured device. A machine without virtio
-// devices gets no bus, as before PCI existed: configuration reads then see
-// no host bridge and Linux skips PCI probing, which keeps boots without
-// devices exactly as they were.
+// devices gets no bus, as before PCI existed: configuration reads return
+// all-ones, Linux finds no PCI devices, and boots without devices stay
+// exactly as they were.
 func (m *Machine) setupPCI() error {
 	if len(m.cfg.Disks) == 0 && len(m.cfg.Nets) == 0 && !m.cfg.RNG {
 		return nil
