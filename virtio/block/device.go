@@ -1,6 +1,7 @@
 package block
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -44,9 +45,10 @@ type Device struct {
 	config   [ConfigSize]byte
 	log      *slog.Logger
 
-	mu   sync.Mutex
-	stop chan struct{}
-	done chan struct{}
+	mu     sync.Mutex
+	stop   chan struct{}
+	done   chan struct{}
+	worker *worker
 	// closed guards against use of the backend after Close.
 	closed bool
 }
@@ -155,7 +157,7 @@ func (d *Device) Activate(a virtio.Activation) error {
 			maxZeroesSegs:  maxZeroesSegs,
 		},
 	}
-	d.stop, d.done = make(chan struct{}), make(chan struct{})
+	d.stop, d.done, d.worker = make(chan struct{}), make(chan struct{}), w
 	go w.run(d.stop, d.done)
 	return nil
 }
@@ -172,7 +174,17 @@ func (d *Device) resetLocked() {
 	if d.stop != nil {
 		close(d.stop)
 		<-d.done
-		d.stop, d.done = nil, nil
+		w := d.worker
+		// Whether the driver left requests the device never took tells a
+		// lost notification from a guest stuck elsewhere when a guest hangs.
+		pending, err := w.q.EnableNotifications()
+		level := slog.LevelInfo
+		if pending || err != nil {
+			level = slog.LevelWarn
+		}
+		d.log.Log(context.Background(), level, "virtio-blk stopped", "requests", w.requests, "kicks", w.kicks, "interrupts", w.interrupts,
+			"pending", pending, "queue_err", err)
+		d.stop, d.done, d.worker = nil, nil, nil
 	}
 }
 
@@ -198,6 +210,9 @@ type worker struct {
 	a   virtio.Activation
 	q   *virtio.Queue
 	lim limits
+	// Counters for the log line at reset; only the worker writes them
+	// and Reset reads them after the worker stopped.
+	requests, kicks, interrupts uint64
 }
 
 func (w *worker) run(stop, done chan struct{}) {
@@ -212,6 +227,7 @@ func (w *worker) run(stop, done chan struct{}) {
 		case <-stop:
 			return
 		case <-w.a.Kicks[0]:
+			w.kicks++
 		}
 	}
 }
@@ -244,11 +260,13 @@ func (w *worker) serve(stop chan struct{}) error {
 			if err := w.q.Push(c.Head, n); err != nil {
 				return err
 			}
+			w.requests++
 		}
 		if w.q.NeedInterrupt() {
 			if err := w.a.Interrupt(0); err != nil {
 				return err
 			}
+			w.interrupts++
 		}
 		more, err := w.q.EnableNotifications()
 		if err != nil {
