@@ -159,7 +159,7 @@ func (m *Machine) checkHost() error {
 		}
 		if !ok {
 			m.profile.BrokenXSETBV = true
-			m.log.Warn("host KVM drops guest xsetbv; hiding XSAVE from the guest")
+			m.log.Info("host KVM drops guest xsetbv; hiding XSAVE from the guest")
 		}
 	}
 	return nil
