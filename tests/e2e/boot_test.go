@@ -12,9 +12,9 @@ import (
 )
 
 // bootTimeout bounds one guest boot. The kit boots in seconds on hardware
-// KVM and in the nested test host; kvm_pvm hosts need about a minute per
-// vCPU (DESIGN.md), hence the margin.
-const bootTimeout = 6 * time.Minute
+// KVM and in 5-40 s in the nested test host; kvm_pvm hosts need about a
+// minute per vCPU (DESIGN.md), hence the margin.
+const bootTimeout = 4 * time.Minute
 
 var kitReady = regexp.MustCompile(`KIT READY cpus=(\d+) mem=(\d+)`)
 
