@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"kvmstack/vmm/arch/x86"
 )
 
 // bootTimeout bounds one guest boot. The kit boots in seconds on hardware
@@ -130,14 +132,11 @@ func TestDebianStockKernel(t *testing.T) {
 }
 
 // emulatingHost reports the kvm_pvm kind of KVM, where guest system calls
-// are broken (DESIGN.md, "KVM on this host").
+// are broken (DESIGN.md, "KVM on this host"), by the same detection vmm
+// itself uses.
 func emulatingHost() bool {
-	_, err := os.Stat("/sys/module/kvm_pvm")
-	if err != nil {
-		return false
-	}
-	b, err := os.ReadFile("/proc/cpuinfo")
-	return err == nil && !strings.Contains(string(b), " vmx") && !strings.Contains(string(b), " svm")
+	p, err := x86.DetectHostProfile()
+	return err == nil && p.Emulating
 }
 
 // TestBadKernels checks that a missing, foreign or truncated kernel ends

@@ -111,13 +111,20 @@ type vmmProc struct {
 
 func startVMM(t *testing.T, timeout time.Duration, args ...string) *vmmProc {
 	t.Helper()
+	return startVMMWith(t, (*exec.Cmd).Start, timeout, args...)
+}
+
+// startVMMWith starts vmm through start (plain Start, or a start inside a
+// network namespace) and ties its lifetime to the test.
+func startVMMWith(t *testing.T, start func(*exec.Cmd) error, timeout time.Duration, args ...string) *vmmProc {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	p := &vmmProc{console: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{}), cancel: cancel}
 	p.cmd = exec.CommandContext(ctx, vmmBin, args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.console, p.stderr
 	p.cmd.WaitDelay = 5 * time.Second
 	p.start = time.Now()
-	if err := p.cmd.Start(); err != nil {
+	if err := start(p.cmd); err != nil {
 		cancel()
 		t.Fatalf("start vmm: %v", err)
 	}

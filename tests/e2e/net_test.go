@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -10,7 +9,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
-	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
@@ -88,25 +86,7 @@ func netNamespace(t *testing.T) *netdev.Namespace {
 // startVMMIn is startVMM with vmm running inside ns.
 func startVMMIn(t *testing.T, ns *netdev.Namespace, timeout time.Duration, args ...string) *vmmProc {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	p := &vmmProc{console: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{}), cancel: cancel}
-	p.cmd = exec.CommandContext(ctx, vmmBin, args...)
-	p.cmd.Stdout, p.cmd.Stderr = p.console, p.stderr
-	p.cmd.WaitDelay = 5 * time.Second
-	p.start = time.Now()
-	if err := ns.Start(p.cmd); err != nil {
-		cancel()
-		t.Fatalf("start vmm in namespace: %v", err)
-	}
-	t.Cleanup(func() {
-		p.cancel()
-		<-p.done
-	})
-	go func() {
-		_ = p.cmd.Wait()
-		close(p.done)
-	}()
-	return p
+	return startVMMWith(t, ns.Start, timeout, args...)
 }
 
 // serveOnce accepts one connection on ln and runs fn on it, reporting fn's
