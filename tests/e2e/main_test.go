@@ -136,7 +136,32 @@ func startVMMWith(t *testing.T, start func(*exec.Cmd) error, timeout time.Durati
 		_ = p.cmd.Wait()
 		close(p.done)
 	}()
+	go p.reportUnkillable(ctx)
 	return p
+}
+
+// reportUnkillable writes where vmm's threads sit in the kernel when it
+// outlives its kill by far: a process stuck in KVM_RUN cannot be waited for,
+// and that stack is the only clue the nested test host leaves.
+func (p *vmmProc) reportUnkillable(ctx context.Context) {
+	select {
+	case <-p.done:
+		return
+	case <-ctx.Done():
+	}
+	select {
+	case <-p.done:
+		return
+	case <-time.After(p.cmd.WaitDelay + 20*time.Second):
+	}
+	pid := p.cmd.Process.Pid
+	fmt.Fprintf(os.Stderr, "e2e: vmm pid %d survives its kill; kernel stacks:\n", pid)
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
+	for _, task := range tasks {
+		stat, _ := os.ReadFile(filepath.Join(task, "stat"))
+		stack, _ := os.ReadFile(filepath.Join(task, "stack"))
+		fmt.Fprintf(os.Stderr, "%s\n%s\n", strings.TrimSpace(string(stat)), stack)
+	}
 }
 
 func (p *vmmProc) wait(t *testing.T) result {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"debug/elf"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -82,6 +83,11 @@ done
 ip link set lo up
 . /kvmhost/env
 mkdir -p "$KVMHOST_WORKDIR" && cd "$KVMHOST_WORKDIR"
+# The command comes on the kernel command line (base64), so that one
+# archive serves every boot of a prepared Host.
+for w in $(cat /proc/cmdline); do
+  case "$w" in kvmhost.cmd=*) echo "${w#kvmhost.cmd=}" | base64 -d > /kvmhost/cmd ;; esac
+done
 /bin/busybox sh /kvmhost/cmd </dev/null
 rc=$?
 echo "KVMHOST-EXIT=$rc"
@@ -99,8 +105,32 @@ var exitLine = regexp.MustCompile(`KVMHOST-EXIT=(\d+)`)
 
 // Run boots the test host, runs the command, and returns its exit status.
 func Run(ctx context.Context, cfg Config) (int, error) {
-	if err := Available(cfg.Dir); err != nil {
+	h, err := Prepare(cfg)
+	if err != nil {
 		return -1, err
+	}
+	defer h.Close()
+	return h.Exec(ctx, cfg.Args, nil)
+}
+
+// Host is a prepared test host: its initramfs is written once and booted
+// afresh for every Exec, so a command that wedges the test host costs one
+// boot, not the files' packing again.
+type Host struct {
+	cfg     Config
+	tmp     string
+	archive string
+}
+
+// maxCmdline keeps the kernel command line under x86's COMMAND_LINE_SIZE
+// (2048) with room for the fixed options.
+const maxCmdline = 1800
+
+// Prepare checks the test host's kernel and modules and writes its
+// initramfs with cfg's files and environment.
+func Prepare(cfg Config) (*Host, error) {
+	if err := Available(cfg.Dir); err != nil {
+		return nil, err
 	}
 	if cfg.MemoryMiB == 0 {
 		cfg.MemoryMiB = 6144
@@ -113,22 +143,44 @@ func Run(ctx context.Context, cfg Config) (int, error) {
 	}
 	tmp, err := os.MkdirTemp("", "kvmhost-")
 	if err != nil {
-		return -1, err
+		return nil, err
 	}
-	defer os.RemoveAll(tmp)
-	archive := filepath.Join(tmp, "initrd.cpio")
-	if err := writeArchive(archive, cfg); err != nil {
-		return -1, fmt.Errorf("kvmhost initramfs: %w", err)
+	h := &Host{cfg: cfg, tmp: tmp, archive: filepath.Join(tmp, "initrd.cpio")}
+	if err := writeArchive(h.archive, cfg); err != nil {
+		os.RemoveAll(tmp)
+		return nil, fmt.Errorf("kvmhost initramfs: %w", err)
 	}
+	return h, nil
+}
+
+// Close removes the prepared initramfs.
+func (h *Host) Close() error { return os.RemoveAll(h.tmp) }
+
+// Exec boots the test host, runs args there and returns its exit status.
+// Every console line goes to the configured Output and, when watch is not
+// nil, to watch, which may cancel ctx to end a run that stopped making
+// progress.
+func (h *Host) Exec(ctx context.Context, args []string, watch func(line string)) (int, error) {
+	quoted := make([]string, len(args))
+	for i, a := range args {
+		quoted[i] = shellQuote(a)
+	}
+	enc := base64.StdEncoding.EncodeToString([]byte(strings.Join(quoted, " ") + "\n"))
+	if len(enc) > maxCmdline {
+		return -1, fmt.Errorf("kvmhost: command too long for the kernel command line (%d bytes encoded)", len(enc))
+	}
+	cfg := h.cfg
 	// One vCPU in the test host (see Config.CPUs): with two, multi-threaded
 	// TCG often ran a stale translation of kernel code the host had just
 	// patched through int3 when KVM flipped static keys ("Oops: int3"), and
 	// single-threaded TCG stalled nested guests inside KVM_RUN for minutes.
+	// loglevel=4 lets soft-lockup, hung-task and RCU-stall reports through,
+	// which is what a wedged test host has to say.
 	cmd := exec.CommandContext(ctx, "qemu-system-x86_64",
 		"-M", "q35", "-accel", "tcg,thread=multi", "-cpu", "EPYC,+svm,+npt",
 		"-smp", strconv.Itoa(cfg.CPUs), "-m", strconv.Itoa(cfg.MemoryMiB),
-		"-kernel", filepath.Join(cfg.Dir, "vmlinuz"), "-initrd", archive,
-		"-append", "console=ttyS0 quiet loglevel=1 panic=-1 rdinit=/init",
+		"-kernel", filepath.Join(cfg.Dir, "vmlinuz"), "-initrd", h.archive,
+		"-append", "console=ttyS0 quiet loglevel=4 panic=-1 rdinit=/init kvmhost.cmd="+enc,
 		"-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot",
 		"-device", "isa-debug-exit,iobase=0xf4,iosize=0x01")
 	cmd.Stdin = nil
@@ -151,6 +203,9 @@ func Run(ctx context.Context, cfg Config) (int, error) {
 			continue
 		}
 		fmt.Fprintln(cfg.Output, line)
+		if watch != nil {
+			watch(line)
+		}
 	}
 	werr := cmd.Wait()
 	// isa-debug-exit makes QEMU exit with (value << 1) | 1.
@@ -226,13 +281,6 @@ func writeArchive(name string, cfg Config) error {
 		env.WriteString("export " + k + "=" + shellQuote(v) + "\n")
 	}
 	if err := c.addBytes("/kvmhost/env", 0o644, []byte(env.String())); err != nil {
-		return err
-	}
-	quoted := make([]string, len(cfg.Args))
-	for i, a := range cfg.Args {
-		quoted[i] = shellQuote(a)
-	}
-	if err := c.addBytes("/kvmhost/cmd", 0o644, []byte(strings.Join(quoted, " ")+"\n")); err != nil {
 		return err
 	}
 	return c.close()

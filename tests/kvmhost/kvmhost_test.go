@@ -92,3 +92,98 @@ func TestRunReportsStatusAndKVM(t *testing.T) {
 		}
 	}
 }
+
+func TestSplitRunFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args    []string
+		rest    []string
+		pattern string
+	}{
+		{[]string{"-test.v=true", "-test.timeout=40m0s"}, []string{"-test.timeout=40m0s"}, ""},
+		{[]string{"-test.run=^TestA$", "-test.count=1"}, []string{"-test.count=1"}, "^TestA$"},
+		{[]string{"-test.run", "TestB", "-test.v"}, nil, "TestB"},
+		{[]string{"--test.run=X/y"}, nil, "X/y"},
+	} {
+		rest, pattern := splitRunFlag(tc.args)
+		if strings.Join(rest, " ") != strings.Join(tc.rest, " ") || pattern != tc.pattern {
+			t.Errorf("splitRunFlag(%q) = %q, %q; want %q, %q", tc.args, rest, pattern, tc.rest, tc.pattern)
+		}
+	}
+}
+
+func TestProgressFollowsTopLevelTests(t *testing.T) {
+	p := newProgress(time.Minute)
+	for _, l := range []string{
+		"=== RUN   TestA",
+		"=== RUN   TestA/sub",
+		"    --- PASS: TestA/sub (0.1s)",
+		"--- PASS: TestA (1.00s)",
+		"=== RUN   TestB",
+		"--- FAIL: TestB (2.00s)",
+		"=== RUN   TestC",
+		"=== RUN   TestC/x",
+		"--- PASS: TestC/x (0.1s)", // a subtest line never ends its parent
+	} {
+		p.line(l)
+	}
+	running, finished, failed := p.state()
+	if running != "TestC" || !finished["TestA"] || !finished["TestB"] || finished["TestC"] || !failed {
+		t.Errorf("running %q, finished %v, failed %v", running, finished, failed)
+	}
+	if p.overdue(time.Now()) {
+		t.Error("overdue right after a test started")
+	}
+	if !p.overdue(time.Now().Add(2 * time.Minute)) {
+		t.Error("not overdue after its budget")
+	}
+}
+
+// TestRunSplitRecoversFromWedgedHost plays test hosts that wedge in a test
+// (no output until killed) and checks that unfinished tests run again in a
+// fresh host, the wedged one first, and that a test wedging twice fails.
+func TestRunSplitRecoversFromWedgedHost(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		wedges map[string]int // test -> boots in which it wedges
+		fail   string         // a test that fails normally
+		want   int
+		boots  int
+	}{
+		{"clean", nil, "", 0, 1},
+		{"wedge once", map[string]int{"TestB": 1}, "", 0, 2},
+		{"wedge twice", map[string]int{"TestB": 2}, "", 1, 3},
+		{"failure before wedge", map[string]int{"TestC": 1}, "TestA", 1, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			boots := 0
+			wedged := map[string]int{}
+			exec := func(ctx context.Context, args []string, watch func(string)) (int, error) {
+				boots++
+				run := args[len(args)-1]
+				status := 0
+				for _, name := range []string{"TestA", "TestB", "TestC"} {
+					if !strings.Contains(run, name) {
+						continue
+					}
+					watch("=== RUN   " + name)
+					if wedged[name] < tc.wedges[name] {
+						wedged[name]++
+						<-ctx.Done()
+						return -1, ctx.Err()
+					}
+					if name == tc.fail {
+						watch("--- FAIL: " + name + " (0.01s)")
+						status = 1
+						continue
+					}
+					watch("--- PASS: " + name + " (0.01s)")
+				}
+				return status, nil
+			}
+			got := runSplit(exec, 50*time.Millisecond, "self", nil, []string{"TestA", "TestB", "TestC"})
+			if got != tc.want || boots != tc.boots {
+				t.Errorf("status %d after %d boots; want %d after %d", got, boots, tc.want, tc.boots)
+			}
+		})
+	}
+}
