@@ -40,6 +40,8 @@ const (
 	TypeInstanceState
 	TypeServerUpsert
 	TypeServerDelete
+	TypeNetworkCreate
+	TypeNetworkDelete
 	typeEnd
 )
 
@@ -192,10 +194,12 @@ type HostDelete struct {
 	ID string `json:"id"`
 }
 
-// InstanceCreate adds pending instances.
+// InstanceCreate adds pending instances and, in the same transaction, their
+// ports (the FSM allocates each port's MAC and address).
 type InstanceCreate struct {
 	Header
 	Instances []*state.Instance `json:"instances"`
+	Ports     []*state.Port     `json:"ports,omitempty"`
 }
 
 // InstancePlace commits a batch of scheduler decisions.
@@ -304,6 +308,10 @@ func newCommand(t Type) Command {
 		return &ServerUpsert{}
 	case TypeServerDelete:
 		return &ServerDelete{}
+	case TypeNetworkCreate:
+		return &NetworkCreate{}
+	case TypeNetworkDelete:
+		return &NetworkDelete{}
 	}
 	return nil
 }

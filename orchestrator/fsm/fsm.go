@@ -16,6 +16,7 @@ import (
 // produce one, the validation error otherwise.
 type Result struct {
 	// Value is command specific: the stored *state.Host for HostRegister,
+	// the stored *state.Network for NetworkCreate,
 	// []error (one per placement) for InstancePlace, nil otherwise.
 	Value any
 	// Err is the reason the command was rejected; the state is unchanged then.
@@ -114,7 +115,25 @@ func (f *FSM) ApplyCommand(index uint64, c Command) *Result {
 		case *HostDelete:
 			return w.DeleteHost(c.ID)
 		case *InstanceCreate:
-			return w.CreateInstances(c.Instances, at)
+			if len(c.Ports) > len(c.Instances)*state.MaxPortsPerInstance {
+				return fmt.Errorf("at most %d ports per instance: %w", state.MaxPortsPerInstance, state.ErrInvalid)
+			}
+			created := make(map[string]bool, len(c.Instances))
+			for _, in := range c.Instances {
+				if in != nil {
+					created[in.ID] = true
+				}
+			}
+			for _, p := range c.Ports {
+				// Ports are created with their instance, never added later.
+				if p == nil || !created[p.InstanceID] {
+					return fmt.Errorf("every port must belong to an instance of the same command: %w", state.ErrInvalid)
+				}
+			}
+			if err := w.CreateInstances(c.Instances, at); err != nil {
+				return err
+			}
+			return w.CreatePorts(c.Ports, at)
 		case *InstancePlace:
 			if len(c.Placements) > 5000 {
 				return fmt.Errorf("at most 5000 placements per batch: %w", state.ErrInvalid)
@@ -129,6 +148,12 @@ func (f *FSM) ApplyCommand(index uint64, c Command) *Result {
 			return w.UpsertServer(&c.Server)
 		case *ServerDelete:
 			return w.DeleteServer(c.ID)
+		case *NetworkCreate:
+			n, err := w.CreateNetwork(&c.Network, at)
+			res.Value = n
+			return err
+		case *NetworkDelete:
+			return w.DeleteNetwork(c.ID)
 		}
 		return fmt.Errorf("fsm: no handler for %T: %w", c, ErrDecode)
 	})

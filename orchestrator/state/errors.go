@@ -18,4 +18,7 @@ var (
 	// ErrNoCapacity means a placement no longer fits its host or violates
 	// a server-group policy.
 	ErrNoCapacity = errors.New("placement rejected")
+	// ErrExhausted means a pool (a network's addresses, the VNI range) has
+	// no free entry left.
+	ErrExhausted = errors.New("pool exhausted")
 )

@@ -2,6 +2,7 @@ package state
 
 import (
 	"fmt"
+	"net/netip"
 	"time"
 
 	memdb "github.com/hashicorp/go-memdb"
@@ -20,9 +21,11 @@ const (
 // instances placed on it consume. Usage is kept here, updated by every
 // placement and deletion, so placement checks are O(1).
 type Host struct {
-	ID            string    `json:"id"`
-	Name          string    `json:"name"`
-	Address       string    `json:"address,omitempty"`
+	ID      string `json:"id"`
+	Name    string `json:"name"`
+	Address string `json:"address,omitempty"`
+	// UnderlayIP is the address other hosts send this host's VXLAN traffic to.
+	UnderlayIP    string    `json:"underlay_ip,omitempty"`
 	VCPUs         int       `json:"vcpus"`
 	MemoryMB      int       `json:"memory_mb"`
 	DiskGB        int       `json:"disk_gb"`
@@ -97,6 +100,13 @@ func (w *WriteTxn) RegisterHost(h *Host, now time.Time) (*Host, error) {
 		}
 	}
 	c := *h
+	if c.UnderlayIP != "" {
+		a, err := netip.ParseAddr(c.UnderlayIP)
+		if err != nil || a.Zone() != "" || a.IsUnspecified() || a.IsMulticast() {
+			return nil, fmt.Errorf("host %q: underlay_ip %q is not a unicast IP address: %w", h.Name, h.UnderlayIP, ErrInvalid)
+		}
+		c.UnderlayIP = a.Unmap().String()
+	}
 	c.LastHeartbeat = fixedTime(now)
 	old, err := first[Host](w.tx, nil, tableHosts, "name", h.Name)
 	if err != nil {

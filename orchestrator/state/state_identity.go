@@ -131,6 +131,9 @@ func (w *WriteTxn) DeleteProject(id string) error {
 	if len(insts) > 0 {
 		return fmt.Errorf("project %s still has %d instances: %w", id, len(insts), ErrConflict)
 	}
+	if nets, err := all[Network](w.tx, nil, tableNetworks, "project", id); err != nil || len(nets) > 0 {
+		return firstErr(err, fmt.Errorf("project %s still has %d networks: %w", id, len(nets), ErrConflict))
+	}
 	roles, err := all[RoleAssignment](w.tx, nil, tableRoles, "project", id)
 	if err != nil {
 		return err

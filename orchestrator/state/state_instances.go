@@ -102,6 +102,9 @@ func (w *WriteTxn) CreateInstances(insts []*Instance, at time.Time) error {
 	r := w.read()
 	need := map[string]Usage{}
 	for _, in := range insts {
+		if in == nil {
+			return fmt.Errorf("null instance: %w", ErrInvalid)
+		}
 		if err := checkID("instance", in.ID); err != nil {
 			return err
 		}
@@ -309,6 +312,11 @@ func (w *WriteTxn) SetInstanceState(id, state, reason string, at time.Time) erro
 		return fmt.Errorf("reason longer than 1024 bytes: %w", ErrInvalid)
 	}
 	c := in.clone()
+	if state == InstanceDeleted {
+		if err := w.deleteInstancePorts(id); err != nil {
+			return err
+		}
+	}
 	if state == InstanceDeleted && c.HostID != "" {
 		h, err := w.host(c.HostID)
 		if err == nil {
