@@ -49,9 +49,11 @@ func (f *fakeMachine) transition(op, from, to string) error {
 	return nil
 }
 
-func (f *fakeMachine) Pause(ctx context.Context) error { return f.transition("pause", "running", "paused") }
-func (f *fakeMachine) Resume() error                   { return f.transition("resume", "paused", "running") }
-func (f *fakeMachine) Shutdown() error                 { return f.transition("shutdown", "running", "running") }
+func (f *fakeMachine) Pause(ctx context.Context) error {
+	return f.transition("pause", "running", "paused")
+}
+func (f *fakeMachine) Resume() error   { return f.transition("resume", "paused", "running") }
+func (f *fakeMachine) Shutdown() error { return f.transition("shutdown", "running", "running") }
 
 func (f *fakeMachine) Kill() {
 	f.mu.Lock()
