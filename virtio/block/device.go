@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"kvmstack/virtio"
+	"kvmstack/virtio/ratelimit"
 )
 
 // QueueSize is the request queue's maximum size.
@@ -34,6 +36,12 @@ type Config struct {
 	ID string
 	// Log receives per-device events (I/O errors); nil means slog.Default().
 	Log *slog.Logger
+	// RateLimit throttles requests: the bandwidth bucket counts data
+	// bytes of reads and writes, the ops bucket every request. The zero
+	// value does not limit.
+	RateLimit ratelimit.Limits
+	// Clock drives the rate limiter; nil means the system clock.
+	Clock ratelimit.Clock
 }
 
 // Device is a virtio-blk device. It implements virtio.Device and io.Closer.
@@ -44,6 +52,9 @@ type Device struct {
 	id       [IDSize]byte
 	config   [ConfigSize]byte
 	log      *slog.Logger
+	// limiter lives as long as the device (its buckets survive driver
+	// resets, so a reset cannot be used to refill them).
+	limiter *ratelimit.Limiter
 
 	mu     sync.Mutex
 	stop   chan struct{}
@@ -79,7 +90,11 @@ func NewWithBackend(cfg Config, b Backend, size int64) (*Device, error) {
 	if size < 0 {
 		return nil, fmt.Errorf("%w: negative size %d", ErrConfig, size)
 	}
-	d := &Device{backend: b, capacity: uint64(size) >> sectorShift, readOnly: cfg.ReadOnly, log: cfg.Log}
+	lim, err := ratelimit.New(cfg.RateLimit, cfg.Clock)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	d := &Device{backend: b, capacity: uint64(size) >> sectorShift, readOnly: cfg.ReadOnly, log: cfg.Log, limiter: lim}
 	if d.log == nil {
 		d.log = slog.Default()
 	}
@@ -93,8 +108,28 @@ func checkConfig(cfg Config) error {
 	if len(cfg.ID) > IDSize {
 		return fmt.Errorf("%w: id %q longer than %d bytes", ErrConfig, cfg.ID, IDSize)
 	}
+	if err := cfg.RateLimit.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrConfig, err)
+	}
 	return nil
 }
+
+// SetRateLimit replaces the disk's rate limits while it runs (the control
+// API's PATCH /drives). The new buckets start full; a worker waiting for
+// tokens looks again at once. Invalid limits wrap ErrConfig and
+// ratelimit.ErrInvalid and change nothing.
+func (d *Device) SetRateLimit(l ratelimit.Limits) error {
+	if err := d.limiter.Set(l); err != nil {
+		return fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	return nil
+}
+
+// RateLimit returns the disk's current rate limits.
+func (d *Device) RateLimit() ratelimit.Limits { return d.limiter.Limits() }
+
+// Throttled counts the times the request worker had to wait for tokens.
+func (d *Device) Throttled() uint64 { return d.limiter.Throttled() }
 
 // Capacity is the disk size in 512-byte sectors.
 func (d *Device) Capacity() uint64 { return d.capacity }
@@ -218,10 +253,19 @@ type worker struct {
 func (w *worker) run(stop, done chan struct{}) {
 	defer close(done)
 	for {
-		if err := w.serve(stop); err != nil {
+		wait, err := w.serve(stop)
+		if err != nil {
 			w.dev.log.Warn("device broken by the guest", "err", err)
 			w.a.Broken(err)
 			return
+		}
+		if wait > 0 {
+			// Throttled: the requests stay in the available ring and
+			// notifications stay off until the tokens are there.
+			if !w.dev.limiter.Wait(wait, stop) {
+				return
+			}
+			continue
 		}
 		select {
 		case <-stop:
@@ -234,46 +278,56 @@ func (w *worker) run(stop, done chan struct{}) {
 
 // serve handles every available request with notifications off, raising
 // one interrupt per batch, and returns once notifications are re-armed with
-// nothing pending. An error means the guest broke the queue or the protocol.
-func (w *worker) serve(stop chan struct{}) error {
+// nothing pending, or, when the rate limiter says so, with the time to wait
+// before the next request (notifications still off, the next request still
+// in the available ring). An error means the guest broke the queue or the
+// protocol.
+func (w *worker) serve(stop chan struct{}) (time.Duration, error) {
 	for {
 		if err := w.q.DisableNotifications(); err != nil {
-			return err
+			return 0, err
 		}
+		var wait time.Duration
 		for {
 			select {
 			case <-stop:
-				return nil
+				return 0, nil
 			default:
+			}
+			if wait = w.dev.limiter.Delay(); wait > 0 {
+				break
 			}
 			c, err := w.q.Pop()
 			if err != nil {
-				return err
+				return 0, err
 			}
 			if c == nil {
 				break
 			}
 			n, err := w.dev.handle(w.a, c, &w.lim)
 			if err != nil {
-				return err
+				return 0, err
 			}
 			if err := w.q.Push(c.Head, n); err != nil {
-				return err
+				return 0, err
 			}
 			w.requests++
 		}
 		if w.q.NeedInterrupt() {
 			if err := w.a.Interrupt(0); err != nil {
-				return err
+				return 0, err
 			}
 			w.interrupts++
 		}
+		if wait > 0 {
+			return wait, nil
+		}
 		more, err := w.q.EnableNotifications()
 		if err != nil {
-			return err
+			return 0, err
 		}
 		if !more {
-			return nil
+			return 0, nil
 		}
 	}
 }
@@ -286,6 +340,14 @@ func (d *Device) handle(a virtio.Activation, c *virtio.Chain, l *limits) (uint32
 	if errors.Is(err, ErrNoStatus) {
 		return 0, err
 	}
+	// Every request costs an operation; reads and writes also their data.
+	// A rejected request is charged too, or a guest could flood the host
+	// with bad ones for free.
+	var bytes uint64
+	if err == nil && (r.Type == TypeIn || r.Type == TypeOut) {
+		bytes = uint64(r.DataLen())
+	}
+	d.limiter.Charge(bytes)
 	status := StatusOK
 	written := uint32(1)
 	switch {
