@@ -13,6 +13,7 @@ import (
 
 	"kvmstack/netdev"
 	"kvmstack/virtio"
+	"kvmstack/virtio/ratelimit"
 )
 
 // Queue indexes: one receive/transmit pair, no control queue.
@@ -58,6 +59,10 @@ type Config struct {
 	// MAC is the guest's address; nil picks a random locally
 	// administered one.
 	MAC stdnet.HardwareAddr
+	// RateLimit throttles each direction on its own (receive and
+	// transmit get a bucket pair each): the bandwidth bucket counts frame
+	// bytes, the ops bucket packets. The zero value does not limit.
+	RateLimit ratelimit.Limits
 }
 
 // Stats counts what the device moved. Bytes exclude virtio-net headers.
@@ -73,6 +78,9 @@ type Device struct {
 	mac     stdnet.HardwareAddr
 	log     *slog.Logger
 	stats   Stats
+	// rxLim and txLim throttle the two directions; they live as long as
+	// the device, so a driver reset does not refill them.
+	rxLim, txLim *ratelimit.Limiter
 
 	mu  sync.Mutex // serialises Activate, Reset and Close
 	cur *run
@@ -104,6 +112,9 @@ func New(cfg Config) (*Device, error) {
 		tap.Close()
 		return nil, err
 	}
+	if err := d.SetRateLimit(cfg.RateLimit); err != nil {
+		return nil, errors.Join(err, d.Close())
+	}
 	return d, nil
 }
 
@@ -123,8 +134,40 @@ func NewWithBackend(name string, b Backend, mac stdnet.HardwareAddr) (*Device, e
 	if mac[0]&1 != 0 {
 		return nil, fmt.Errorf("virtio-net: MAC %s is a multicast address", mac)
 	}
-	return &Device{name: name, backend: b, mac: mac, log: slog.Default().With("dev", "virtio-net", "tap", name)}, nil
+	// Unlimited limiters cannot fail to build.
+	rx, _ := ratelimit.New(ratelimit.Limits{}, nil)
+	tx, _ := ratelimit.New(ratelimit.Limits{}, nil)
+	return &Device{name: name, backend: b, mac: mac, log: slog.Default().With("dev", "virtio-net", "tap", name), rxLim: rx, txLim: tx}, nil
 }
+
+// SetRateLimit gives both directions the limits l (each its own buckets,
+// full at first); the control API calls it while the device runs. Invalid
+// limits wrap ratelimit.ErrInvalid and change nothing.
+func (d *Device) SetRateLimit(l ratelimit.Limits) error {
+	if err := l.Validate(); err != nil {
+		return fmt.Errorf("virtio-net: %w", err)
+	}
+	return errors.Join(d.SetRxRateLimit(l), d.SetTxRateLimit(l))
+}
+
+// SetRxRateLimit limits what the guest receives.
+func (d *Device) SetRxRateLimit(l ratelimit.Limits) error {
+	if err := d.rxLim.Set(l); err != nil {
+		return fmt.Errorf("virtio-net: receive: %w", err)
+	}
+	return nil
+}
+
+// SetTxRateLimit limits what the guest sends.
+func (d *Device) SetTxRateLimit(l ratelimit.Limits) error {
+	if err := d.txLim.Set(l); err != nil {
+		return fmt.Errorf("virtio-net: transmit: %w", err)
+	}
+	return nil
+}
+
+// RateLimit returns the receive and transmit limits.
+func (d *Device) RateLimit() (rx, tx ratelimit.Limits) { return d.rxLim.Limits(), d.txLim.Limits() }
 
 // MAC is the guest's MAC address.
 func (d *Device) MAC() stdnet.HardwareAddr { return d.mac }

@@ -107,6 +107,15 @@ func (d *Device) rxLoop(r *run) {
 				return
 			}
 		}
+		if wait := d.rxLim.Delay(); wait > 0 {
+			// Throttled: packets wait in the TAP's queue (and the
+			// host kernel drops what overflows it, as a slow link would).
+			flush()
+			if !d.rxLim.Wait(wait, r.stop) {
+				return
+			}
+			continue
+		}
 		n, err := d.receive(r, q, s, flush)
 		if err != nil {
 			switch {
@@ -170,6 +179,7 @@ func (d *Device) receive(r *run, q *virtio.Queue, s *rxState, beforeWait func())
 	if err != nil {
 		return 0, err
 	}
+	d.rxLim.Charge(uint64(max(n-HdrLen, 0)))
 	if n < HdrLen+minFrame || n > limit {
 		// Truncated by the gather list or a runt: the TAP gave what it
 		// could, the packet is lost, the buffers stay ours.

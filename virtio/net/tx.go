@@ -84,6 +84,15 @@ func (d *Device) txLoop(r *run) {
 		}
 		n := 0
 		for {
+			if wait := d.txLim.Delay(); wait > 0 {
+				// Throttled: the packets stay in the available ring
+				// (notifications stay off) until the tokens are there.
+				r.interrupt(q, txQueue)
+				if !d.txLim.Wait(wait, r.stop) {
+					return
+				}
+				continue
+			}
 			c, err := q.Pop()
 			if err != nil {
 				r.broken(err)
@@ -93,6 +102,13 @@ func (d *Device) txLoop(r *run) {
 				break
 			}
 			err = parseTx(r.act.Memory, c, r.act.Features, &p)
+			// A dropped packet costs an operation, so a guest cannot
+			// flood the device with bad ones for free.
+			if err == nil {
+				d.txLim.Charge(uint64(p.frameLen))
+			} else {
+				d.txLim.Charge(0)
+			}
 			switch {
 			case errors.Is(err, errMalformed):
 				r.broken(err)
