@@ -12,12 +12,14 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 
 	"kvmstack/firmware"
 	"kvmstack/vmm"
+	"kvmstack/vmm/api"
 )
 
 // Exit statuses. They are part of vmm's interface: the agent and the tests
@@ -36,10 +38,18 @@ func main() {
 }
 
 type options struct {
-	cfg      vmm.Config
-	serial   string
-	logLevel slog.Level
+	cfg       vmm.Config
+	serial    string
+	logLevel  slog.Level
+	apiSocket string
+	// waitForAPI: --api-socket without guest flags; the guest comes
+	// from API requests.
+	waitForAPI bool
 }
+
+// guestFlags are the flags that describe a guest; with --api-socket and
+// none of them, vmm waits for the API to configure one.
+var guestFlags = []string{"kernel", "initrd", "cmdline", "cpus", "memory", "pvh", "disk", "net", "rng", "config"}
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("vmm", flag.ContinueOnError)
@@ -58,6 +68,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.Var(&nets, "net", "virtio-net on a TAP: tap=NAME[,mac=MAC] (repeatable)")
 	fs.BoolVar(&o.cfg.RNG, "rng", false, "virtio-rng device fed by the host's getrandom")
 	configFile := fs.String("config", "", "JSON file with the same settings (kernel, initrd, cmdline, cpus, memory, disks, nets, rng); flags override it")
+	fs.StringVar(&o.apiSocket, "api-socket", "", "serve the control API on this unix socket (mode 0600); without guest flags, wait for the API to configure and start the guest")
 	level := fs.String("log-level", "warn", "log level: debug, info, warn, error")
 	help := fs.Bool("help", false, "show this help")
 	if err := fs.Parse(args); err != nil {
@@ -66,7 +77,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if *help {
 		fs.SetOutput(stderr)
 		fmt.Fprintln(stderr, "usage: vmm --kernel PATH [--initrd PATH] [--cmdline STR] [--cpus N] [--memory SIZE] [--serial stdio|file:PATH|none]\n"+
-			"           [--disk path=PATH[,readonly=on][,id=ID]]... [--net tap=NAME[,mac=MAC]]... [--rng] [--config vm.json]")
+			"           [--disk path=PATH[,readonly=on][,id=ID]]... [--net tap=NAME[,mac=MAC]]... [--rng] [--config vm.json] [--api-socket PATH]\n"+
+			"       vmm --api-socket PATH [--serial ...]   (configure and start the guest through the API)")
 		fs.PrintDefaults()
 		return nil, flag.ErrHelp
 	}
@@ -74,13 +86,13 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	o.cfg.Disks, o.cfg.Nets = disks, nets
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if *configFile != "" {
 		fc, err := loadConfigFile(*configFile)
 		if err != nil {
 			return nil, fmt.Errorf("--config: %w", err)
 		}
-		set := map[string]bool{}
-		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		applyFile(o, fc, set, mem)
 	}
 	var err error
@@ -92,6 +104,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	if o.serial != "stdio" && o.serial != "none" && !strings.HasPrefix(o.serial, "file:") {
 		return nil, fmt.Errorf("--serial %q: want stdio, file:PATH or none", o.serial)
+	}
+	if o.apiSocket != "" && !slices.ContainsFunc(guestFlags, func(f string) bool { return set[f] }) {
+		o.waitForAPI = true
+		return o, nil
 	}
 	if err := o.cfg.Validate(); err != nil {
 		return nil, err
@@ -144,6 +160,14 @@ func ParseSize(s string) (uint64, error) {
 }
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return runContext(ctx, args, stdin, stdout, stderr)
+}
+
+// runContext is run with the signals already turned into ctx: its end
+// stops the guest (or the wait for one) with ExitStopped.
+func runContext(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	o, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return ExitPowerOff
@@ -166,19 +190,65 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		defer f.Close()
 		o.cfg.Serial = f
 	}
-	m, err := vmm.New(o.cfg, log)
-	if err != nil {
-		fmt.Fprintf(stderr, "vmm: %v\n", err)
-		if errors.Is(err, vmm.ErrConfig) || isFileError(err) {
+	l := &launcher{runCtx: ctx, log: log, serial: o.cfg.Serial, serialInput: o.cfg.SerialInput, launched: make(chan *launch, 1)}
+	var srv *api.Server
+	if o.apiSocket != "" {
+		ln, err := api.Listen(o.apiSocket)
+		if err != nil {
+			fmt.Fprintf(stderr, "vmm: --api-socket: %v\n", err)
 			return ExitUsage
 		}
-		return ExitError
+		opts := api.Options{Log: log}
+		if o.waitForAPI {
+			opts.Launcher = l
+		}
+		srv = api.NewServer(opts)
+		srvCtx, srvStop := context.WithCancel(context.Background())
+		served := make(chan error, 1)
+		go func() { served <- srv.Serve(srvCtx, ln) }()
+		// The API stays up until the guest has stopped and vmm is about
+		// to exit, so a client sees the final state; then the socket
+		// goes away.
+		defer func() {
+			srvStop()
+			if err := <-served; err != nil {
+				log.Warn("api server", "err", err)
+			}
+		}()
 	}
-	defer m.Close()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	outcome, err := m.Run(ctx)
-	log.Info("guest stopped", "outcome", outcome.String(), "exits", m.ExitCounts())
+	var la *launch
+	if o.waitForAPI {
+		log.Info("waiting for the API to start the guest", "socket", o.apiSocket)
+		select {
+		case la = <-l.launched:
+		case <-ctx.Done():
+			fmt.Fprintln(stderr, "vmm: stopped by signal")
+			return ExitStopped
+		}
+	} else {
+		m, err := vmm.New(o.cfg, log)
+		if err != nil {
+			fmt.Fprintf(stderr, "vmm: %v\n", err)
+			if errors.Is(err, vmm.ErrConfig) || isFileError(err) {
+				return ExitUsage
+			}
+			return ExitError
+		}
+		c := l.run(m, o.cfg)
+		la = <-l.launched
+		if srv != nil {
+			srv.Attach(c, api.ConfigFromVMM(o.cfg))
+		}
+	}
+	defer la.m.Close()
+	res := <-la.done
+	log.Info("guest stopped", "outcome", res.outcome.String(), "exits", la.m.ExitCounts())
+	return exitStatus(res.outcome, res.err, stderr)
+}
+
+// exitStatus maps a run's outcome to vmm's exit status, saying on stderr
+// why vmm ends unless the guest simply powered off.
+func exitStatus(outcome vmm.Outcome, err error, stderr io.Writer) int {
 	switch outcome {
 	case vmm.OutcomePowerOff:
 		return ExitPowerOff
@@ -189,7 +259,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "vmm: guest crashed: %v\n", err)
 		return ExitCrash
 	case vmm.OutcomeStopped:
-		fmt.Fprintln(stderr, "vmm: stopped by signal")
+		fmt.Fprintln(stderr, "vmm: stopped")
 		return ExitStopped
 	}
 	fmt.Fprintf(stderr, "vmm: %v\n", err)
