@@ -151,6 +151,8 @@ func FuzzInstanceBody(f *testing.F) {
 		`{"name":"a","flavor":"tiny"}`, `{"name":"a","flavor":"tiny","count":3,"metadata":{"k":"v"}}`,
 		`{"name":"a","flavor":"nope"}`, `{"name":"","flavor":"tiny"}`, `{"count":-1}`, `[]`, `null`, `{"name":"a"}{"x":1}`,
 		`{"name":"a","flavor":"tiny","server_group":"zzz"}`, "\x00\xff",
+		`{"name":"a","flavor":"tiny","networks":["nope"]}`, `{"name":"a","flavor":"tiny","networks":[1]}`,
+		`{"name":"a","flavor":"tiny","networks":["a","b","c","d","e","f","g","h","i"]}`,
 	} {
 		f.Add([]byte(seed))
 	}

@@ -105,14 +105,16 @@ func (s *Server) setQuota(w http.ResponseWriter, r *http.Request, _ *identity.Su
 
 // HostRequest registers a host.
 type HostRequest struct {
-	Name      string  `json:"name"`
-	Address   string  `json:"address,omitempty"`
-	VCPUs     int     `json:"vcpus"`
-	MemoryMB  int     `json:"memory_mb"`
-	DiskGB    int     `json:"disk_gb"`
-	CPURatio  float64 `json:"cpu_allocation_ratio,omitempty"`
-	RAMRatio  float64 `json:"ram_allocation_ratio,omitempty"`
-	DiskRatio float64 `json:"disk_allocation_ratio,omitempty"`
+	Name    string `json:"name"`
+	Address string `json:"address,omitempty"`
+	// UnderlayIP is where other hosts send this host's VXLAN traffic.
+	UnderlayIP string  `json:"underlay_ip,omitempty"`
+	VCPUs      int     `json:"vcpus"`
+	MemoryMB   int     `json:"memory_mb"`
+	DiskGB     int     `json:"disk_gb"`
+	CPURatio   float64 `json:"cpu_allocation_ratio,omitempty"`
+	RAMRatio   float64 `json:"ram_allocation_ratio,omitempty"`
+	DiskRatio  float64 `json:"disk_allocation_ratio,omitempty"`
 }
 
 // HostView is a host with its computed up/down status.
@@ -135,7 +137,7 @@ func (s *Server) registerHost(w http.ResponseWriter, r *http.Request, _ *identit
 	if err := decode(r, &req); err != nil {
 		return err
 	}
-	h := state.Host{ID: identity.NewID(), Name: req.Name, Address: req.Address, VCPUs: req.VCPUs, MemoryMB: req.MemoryMB, DiskGB: req.DiskGB,
+	h := state.Host{ID: identity.NewID(), Name: req.Name, Address: req.Address, UnderlayIP: req.UnderlayIP, VCPUs: req.VCPUs, MemoryMB: req.MemoryMB, DiskGB: req.DiskGB,
 		CPURatio: orDefault(req.CPURatio, state.DefaultCPURatio), RAMRatio: orDefault(req.RAMRatio, state.DefaultRAMRatio),
 		DiskRatio: orDefault(req.DiskRatio, state.DefaultDiskRatio)}
 	res, err := s.apply(r, w, &fsm.HostRegister{Header: s.hdr(), Host: h})
@@ -294,6 +296,9 @@ type InstanceRequest struct {
 	Initrd      string            `json:"initrd,omitempty"`
 	ServerGroup string            `json:"server_group,omitempty"`
 	Metadata    map[string]string `json:"metadata,omitempty"`
+	// Networks are network ids or names of the caller's project; each
+	// instance gets one NIC per entry, in this order.
+	Networks []string `json:"networks,omitempty"`
 	// Count creates that many instances named NAME-1..NAME-N (1 if zero).
 	Count int `json:"count,omitempty"`
 }
@@ -314,7 +319,12 @@ func (s *Server) createInstances(w http.ResponseWriter, r *http.Request, sub *id
 	if f == nil {
 		return notFound("flavor", req.Flavor)
 	}
+	nets, err := s.resolveNetworks(rt, sub, req.Networks)
+	if err != nil {
+		return err
+	}
 	insts := make([]*state.Instance, req.Count)
+	var ports []*state.Port
 	for i := range insts {
 		name := req.Name
 		if req.Count > 1 {
@@ -323,15 +333,20 @@ func (s *Server) createInstances(w http.ResponseWriter, r *http.Request, sub *id
 		// The FSM re-checks every reference; these ids are only hints.
 		insts[i] = &state.Instance{ID: identity.NewID(), ProjectID: sub.Claims.ProjectID, Name: name, FlavorID: f.ID,
 			ImageID: req.Image, KernelID: req.Kernel, InitrdID: req.Initrd, ServerGroupID: req.ServerGroup, Metadata: req.Metadata}
+		for nic, n := range nets {
+			// The FSM derives the MAC from this random id and allocates
+			// the address; the proposer decides neither.
+			ports = append(ports, &state.Port{ID: identity.NewID(), InstanceID: insts[i].ID, NetworkID: n.ID, Index: nic})
+		}
 	}
-	if _, err := s.apply(r, w, &fsm.InstanceCreate{Header: s.hdr(), Instances: insts}); err != nil {
+	if _, err := s.apply(r, w, &fsm.InstanceCreate{Header: s.hdr(), Instances: insts, Ports: ports}); err != nil {
 		return err
 	}
-	out := make([]*state.Instance, 0, len(insts))
+	out := make([]InstanceView, 0, len(insts))
 	rt = s.Store.Read(nil)
 	for _, in := range insts {
 		if got, _ := rt.Instance(in.ID); got != nil {
-			out = append(out, got)
+			out = append(out, instanceView(rt, got))
 		}
 	}
 	return writeJSON(w, http.StatusCreated, out)
@@ -368,7 +383,7 @@ func (s *Server) showInstance(w http.ResponseWriter, r *http.Request, sub *ident
 		if in == nil || projectAccess("instance:list", sub, in.ProjectID) != nil {
 			return 0, nil, notFound("instance", r.PathValue("id"))
 		}
-		return t.Index("instances"), in, nil
+		return t.Index("instances", "ports"), instanceView(t, in), nil
 	})
 }
 

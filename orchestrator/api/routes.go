@@ -52,6 +52,15 @@ func (s *Server) routes() {
 	s.handle("DELETE /v1/instances/{id}", "instance:list", 0, s.deleteInstance)
 	s.handle("POST /v1/instances/{id}/state", "instance:set-state", 0, s.setInstanceState)
 
+	s.handle("GET /v1/instances/{id}/ports", "instance:list", 0, s.listInstancePorts)
+
+	s.handle("GET /v1/networks", "network:list", 0, s.listNetworks)
+	s.handle("POST /v1/networks", "network:create", 0, s.createNetwork)
+	s.handle("GET /v1/networks/{id}", "network:list", 0, s.showNetwork)
+	s.handle("DELETE /v1/networks/{id}", "network:list", 0, s.deleteNetwork)
+	s.handle("GET /v1/networks/{id}/ports", "network:list", 0, s.listNetworkPorts)
+	s.handle("GET /v1/ports", "port:host", 0, s.hostPorts)
+
 	s.handle("GET /v1/cluster/members", "cluster:members", local, s.members)
 	s.handle("POST /v1/cluster/join", "cluster:join", 0, s.join)
 	s.handle("DELETE /v1/cluster/members/{id}", "cluster:remove", 0, s.removeMember)

@@ -358,7 +358,7 @@ func statusOf(err error) int {
 		return http.StatusForbidden
 	case errors.Is(err, state.ErrNotFound), errors.Is(err, blob.ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, state.ErrConflict), errors.Is(err, state.ErrNoCapacity):
+	case errors.Is(err, state.ErrConflict), errors.Is(err, state.ErrNoCapacity), errors.Is(err, state.ErrExhausted):
 		return http.StatusConflict
 	case errors.Is(err, state.ErrInvalid), errors.Is(err, blob.ErrDigestMismatch), errors.Is(err, blob.ErrBadDigest), errors.Is(err, fsm.ErrDecode):
 		return http.StatusBadRequest

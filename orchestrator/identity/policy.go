@@ -85,6 +85,11 @@ var Policy = map[Action]Rule{
 	"instance:list":      {ProjectScope, "reader"},
 	"instance:set-state": {SystemScope, "admin"},
 
+	"network:create": {ProjectScope, "member"},
+	"network:delete": {ProjectScope, "member"},
+	"network:list":   {ProjectScope, "reader"},
+	"port:host":      {SystemScope, "admin"},
+
 	"cluster:members": {SystemScope, "reader"},
 	"cluster:join":    {SystemScope, "admin"},
 	"cluster:remove":  {SystemScope, "admin"},

@@ -117,6 +117,11 @@ func (w *WriteTxn) RegisterHost(h *Host, now time.Time) (*Host, error) {
 		c.RegisteredAt = old.RegisteredAt
 		c.Enabled = old.Enabled
 		c.UsedVCPUs, c.UsedMemoryMB, c.UsedDiskGB, c.Instances = old.UsedVCPUs, old.UsedMemoryMB, old.UsedDiskGB, old.Instances
+		if old.UnderlayIP != c.UnderlayIP {
+			// Agents watch the ports index, not the hosts table (which
+			// every heartbeat changes): a moved underlay must wake them.
+			w.touched[tablePorts] = true
+		}
 	} else {
 		if x, err := first[Host](w.tx, nil, tableHosts, "id", h.ID); err != nil || x != nil {
 			return nil, firstErr(err, fmt.Errorf("host %s exists: %w", h.ID, ErrConflict))

@@ -361,9 +361,11 @@ type HostPort struct {
 	Tap          string `json:"tap"`
 }
 
-// HostNetworkingTables are the tables HostNetworking reads; a blocking query
-// on it must watch all of them.
-var HostNetworkingTables = []string{tableInstances, tablePorts, tableNetworks, tableHosts}
+// HostNetworkingTables are the tables whose index a blocking query on
+// HostNetworking must watch. The hosts table is left out on purpose: every
+// heartbeat changes it, and the only host field the answer uses, the
+// underlay address, bumps the ports index when it changes.
+var HostNetworkingTables = []string{tableInstances, tablePorts, tableNetworks}
 
 // HostNetworking computes what host hostID must plumb. Instances count once
 // they are placed and until they are deleted; peers without an underlay
