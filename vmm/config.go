@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 
+	"kvmstack/virtio/ratelimit"
 	"kvmstack/vmm/arch/x86/acpi"
 	"kvmstack/vmm/memory"
 )
@@ -55,6 +56,8 @@ type DiskConfig struct {
 	// ID is the serial the guest reads (VIRTIO_BLK_T_GET_ID), at most 20
 	// bytes.
 	ID string `json:"id,omitempty"`
+	// RateLimit throttles the disk: bytes read and written, and requests.
+	RateLimit RateLimit `json:"rate_limit,omitzero"`
 }
 
 // NetConfig is one virtio-net interface.
@@ -63,7 +66,22 @@ type NetConfig struct {
 	Tap string `json:"tap"`
 	// MAC is the guest's address (aa:bb:cc:dd:ee:ff); empty picks one.
 	MAC string `json:"mac,omitempty"`
+	// RateLimit throttles each direction on its own: frame bytes and
+	// packets received, and the same sent.
+	RateLimit RateLimit `json:"rate_limit,omitzero"`
 }
+
+// RateLimit is a device's throttle: a bandwidth and an operations token
+// bucket (docs/VIRTIO.md, "Rate limits"). Its JSON form is Firecracker's,
+// {"bandwidth":{"size":N,"one_time_burst":N,"refill_time":MS},"ops":{...}};
+// on the command line --disk and --net take ratelimit.OptionKeys
+// (bw=2M,iops=500,...), applied with RateLimit.SetOption. The zero value
+// does not limit.
+type RateLimit = ratelimit.Limits
+
+// TokenBucket is one bucket of a RateLimit: Size tokens refilled in
+// RefillTime, plus a OneTimeBurst.
+type TokenBucket = ratelimit.TokenBucket
 
 // ErrConfig is wrapped by every configuration error, so callers can tell
 // a user mistake from a host failure.
@@ -87,6 +105,9 @@ func (c *Config) Validate() error {
 		if len(d.ID) > maxDiskID {
 			return fmt.Errorf("%w: disk %d: id %q longer than %d bytes", ErrConfig, i, d.ID, maxDiskID)
 		}
+		if err := d.RateLimit.Validate(); err != nil {
+			return fmt.Errorf("%w: disk %d: rate limit: %w", ErrConfig, i, err)
+		}
 	}
 	for i, n := range c.Nets {
 		if n.Tap == "" || len(n.Tap) >= 16 {
@@ -100,6 +121,9 @@ func (c *Config) Validate() error {
 			if mac[0]&1 != 0 {
 				return fmt.Errorf("%w: net %d: MAC %q is a multicast address", ErrConfig, i, n.MAC)
 			}
+		}
+		if err := n.RateLimit.Validate(); err != nil {
+			return fmt.Errorf("%w: net %d: rate limit: %w", ErrConfig, i, err)
 		}
 	}
 	if n := len(c.Disks) + len(c.Nets); n+btoi(c.RNG) > maxPCIDevices {

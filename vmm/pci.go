@@ -65,7 +65,7 @@ func (m *Machine) virtioDevices() (devs []virtioDevice, err error) {
 		}
 	}()
 	for i, dc := range m.cfg.Disks {
-		d, err := block.New(block.Config{Path: dc.Path, ReadOnly: dc.ReadOnly, ID: dc.ID, Log: m.log})
+		d, err := block.New(block.Config{Path: dc.Path, ReadOnly: dc.ReadOnly, ID: dc.ID, Log: m.log, RateLimit: dc.RateLimit})
 		if err != nil {
 			return devs, fmt.Errorf("disk %d (%s): %w", i, dc.Path, err)
 		}
@@ -78,7 +78,7 @@ func (m *Machine) virtioDevices() (devs []virtioDevice, err error) {
 				return devs, fmt.Errorf("%w: net %d: %v", ErrConfig, i, err)
 			}
 		}
-		d, err := virtionet.New(virtionet.Config{Tap: nc.Tap, MAC: mac})
+		d, err := virtionet.New(virtionet.Config{Tap: nc.Tap, MAC: mac, RateLimit: nc.RateLimit})
 		if err != nil {
 			return devs, fmt.Errorf("net %d (tap %s): %w", i, nc.Tap, err)
 		}
