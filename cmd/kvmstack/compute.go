@@ -32,10 +32,11 @@ func hostCommand() *cli.Command {
 	cmds := crud("/v1/hosts", []string{"id", "name", "status", "enabled", "vcpus", "used_vcpus", "memory_mb", "used_memory_mb", "instances"}, nil, nil)
 	cmds = append(cmds, &cli.Command{Name: "create", Usage: "register a host (agents do this themselves)", ArgsUsage: "NAME", Flags: []cli.Flag{
 		&cli.IntFlag{Name: "vcpus", Required: true}, &cli.IntFlag{Name: "memory", Usage: "MiB", Required: true}, &cli.IntFlag{Name: "disk", Usage: "GiB"},
-		&cli.StringFlag{Name: "address"}, &cli.Float64Flag{Name: "cpu-ratio"}, &cli.Float64Flag{Name: "ram-ratio"}, &cli.Float64Flag{Name: "disk-ratio"},
+		&cli.StringFlag{Name: "address"}, &cli.StringFlag{Name: "underlay-ip", Usage: "address other hosts send VXLAN traffic to"},
+		&cli.Float64Flag{Name: "cpu-ratio"}, &cli.Float64Flag{Name: "ram-ratio"}, &cli.Float64Flag{Name: "disk-ratio"},
 	}, Action: create("/v1/hosts", func(c *cli.Context) (any, error) {
 		n, err := needArg(c, "name")
-		return api.HostRequest{Name: n, Address: c.String("address"), VCPUs: c.Int("vcpus"), MemoryMB: c.Int("memory"), DiskGB: c.Int("disk"),
+		return api.HostRequest{Name: n, Address: c.String("address"), UnderlayIP: c.String("underlay-ip"), VCPUs: c.Int("vcpus"), MemoryMB: c.Int("memory"), DiskGB: c.Int("disk"),
 			CPURatio: c.Float64("cpu-ratio"), RAMRatio: c.Float64("ram-ratio"), DiskRatio: c.Float64("disk-ratio")}, err
 	})})
 	for _, verb := range []string{"heartbeat", "enable", "disable"} {
@@ -81,6 +82,7 @@ func instanceCommand() *cli.Command {
 		&cli.Command{Name: "create", ArgsUsage: "NAME", Flags: []cli.Flag{
 			&cli.StringFlag{Name: "flavor", Required: true}, &cli.StringFlag{Name: "image"}, &cli.StringFlag{Name: "kernel"}, &cli.StringFlag{Name: "initrd"},
 			&cli.StringFlag{Name: "server-group"}, &cli.StringSliceFlag{Name: "meta", Usage: "KEY=VALUE metadata"},
+			&cli.StringSliceFlag{Name: "network", Usage: "attach a NIC on this network (name or id; repeat for more NICs, in order)"},
 			&cli.IntFlag{Name: "count", Value: 1}, &cli.DurationFlag{Name: "wait", Usage: "wait this long for the instances to be scheduled"},
 		}, Action: func(c *cli.Context) error {
 			n, err := needArg(c, "name")
@@ -96,12 +98,19 @@ func instanceCommand() *cli.Command {
 				meta[k] = v
 			}
 			req := api.InstanceRequest{Name: n, Flavor: c.String("flavor"), Image: c.String("image"), Kernel: c.String("kernel"), Initrd: c.String("initrd"),
-				ServerGroup: c.String("server-group"), Metadata: meta, Count: c.Int("count")}
+				ServerGroup: c.String("server-group"), Metadata: meta, Count: c.Int("count"), Networks: c.StringSlice("network")}
 			cl := apiClient(c)
-			var out []*state.Instance
-			idx, err := cl.Do(ctxOf(c), http.MethodPost, "/v1/instances", nil, req, &out)
+			var created []api.InstanceView
+			idx, err := cl.Do(ctxOf(c), http.MethodPost, "/v1/instances", nil, req, &created)
 			if err != nil {
 				return err
+			}
+			if len(req.Networks) > 0 && c.Duration("wait") == 0 {
+				return printResult(c, withAddresses(created), "id", "name", "state", "host_id", "ips")
+			}
+			out := make([]*state.Instance, len(created))
+			for i, v := range created {
+				out[i] = v.Instance
 			}
 			if d := c.Duration("wait"); d > 0 {
 				ids := map[string]bool{}
@@ -130,6 +139,17 @@ func instanceCommand() *cli.Command {
 				return fmt.Errorf("instances still pending after %s", d)
 			}
 			return printResult(c, out, "id", "name", "state", "host_id")
+		}},
+		&cli.Command{Name: "ports", Usage: "list an instance's NICs", ArgsUsage: "ID", Action: func(c *cli.Context) error {
+			id, err := needArg(c, "id")
+			if err != nil {
+				return err
+			}
+			ports, err := apiClient(c).InstancePorts(ctxOf(c), id)
+			if err != nil {
+				return err
+			}
+			return printResult(c, ports, "index", "id", "network_id", "mac", "ip")
 		}},
 		&cli.Command{Name: "set-state", Usage: "record a state change (agents)", ArgsUsage: "ID STATE", Flags: []cli.Flag{&cli.StringFlag{Name: "reason"}},
 			Action: func(c *cli.Context) error {
