@@ -70,6 +70,10 @@ type Queue struct {
 	usedIdx   uint16 // our copy of used.idx; the guest's copy is never read back
 	signalled uint16 // usedIdx at the last NeedInterrupt
 	inflight  []uint64
+	// readLen[head] is the device-readable length of the chain in flight
+	// at head, counted into stats when it is pushed.
+	readLen []uint32
+	stats   queueStats
 
 	fence atomic.Int32
 }
@@ -86,7 +90,7 @@ func NewQueue(mem *memory.Memory, size uint16, desc, driver, device memory.Guest
 		return nil, fmt.Errorf("%w: misaligned rings desc=%#x driver=%#x device=%#x", ErrMalformed, uint64(desc), uint64(driver), uint64(device))
 	}
 	n := uint64(size)
-	q := &Queue{mem: mem, size: size, eventIdx: eventIdx, inflight: make([]uint64, (n+63)/64)}
+	q := &Queue{mem: mem, size: size, eventIdx: eventIdx, inflight: make([]uint64, (n+63)/64), readLen: make([]uint32, n)}
 	var err error
 	if q.desc, err = mem.Slice(desc, n*descSize); err != nil {
 		return nil, fmt.Errorf("%w: descriptor table: %w", ErrMalformed, err)
@@ -143,6 +147,7 @@ func (q *Queue) Pop() (*Chain, error) {
 	}
 	q.lastAvail++
 	q.inflight[head/64] |= 1 << (head % 64)
+	q.readLen[head] = uint32(min(c.ReadableLen(), MaxChainBytes))
 	return c, nil
 }
 
@@ -212,6 +217,7 @@ func (q *Queue) Push(head uint16, written uint32) error {
 		return fmt.Errorf("%w: %d", ErrNotInFlight, head)
 	}
 	q.inflight[head/64] &^= 1 << (head % 64)
+	q.stats.completed(q.readLen[head], written)
 	e := q.used[usedHeaderSize+usedElemSize*uint64(q.usedIdx&(q.size-1)):]
 	binary.LittleEndian.PutUint32(e, uint32(head))
 	binary.LittleEndian.PutUint32(e[4:], written)

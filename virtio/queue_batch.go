@@ -28,6 +28,7 @@ func (q *Queue) PushBatch(elems []Used) error {
 		q.inflight[e.Head/64] &^= 1 << (e.Head % 64)
 	}
 	for _, e := range elems {
+		q.stats.completed(q.readLen[e.Head], e.Written)
 		el := q.used[usedHeaderSize+usedElemSize*uint64(q.usedIdx&(q.size-1)):]
 		binary.LittleEndian.PutUint32(el, uint32(e.Head))
 		binary.LittleEndian.PutUint32(el[4:], e.Written)
