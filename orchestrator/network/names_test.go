@@ -59,13 +59,20 @@ func FuzzInterfaceNames(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, id string) {
-		for _, n := range []string{BridgeName(id), VXLANName(id), TapName(id)} {
+		b, v, tp := BridgeName(id), VXLANName(id), TapName(id)
+		for _, n := range []string{b, v, tp} {
 			if len(n) != IFNameMax {
 				t.Fatalf("%q -> %q", id, n)
 			}
-			if BridgeName(id) != BridgeName(id) {
-				t.Fatal("not deterministic")
+			if !isLowerHex(n[4:]) {
+				t.Fatalf("%q -> %q: suffix is not lower-case hex", id, n)
 			}
+		}
+		if b[4:] != v[4:] || b[4:] != tp[4:] {
+			t.Fatalf("%q: kinds disagree on the suffix: %q %q %q", id, b, v, tp)
+		}
+		if len(id) >= idChars && isLowerHex(id) && b[4:] != id[:idChars] {
+			t.Fatalf("hex id %q not kept readable: %q", id, b)
 		}
 	})
 }
