@@ -22,6 +22,8 @@ const notifyWidth = 2
 // kick never leaves the kernel on the vCPU thread; a goroutine per queue
 // reads the eventfd and forwards a coalesced kick.
 type notifier struct {
+	// count, if set, is called once per notification received.
+	count func()
 	vm    VM
 	log   *slog.Logger
 	kicks []chan struct{}
@@ -35,8 +37,8 @@ type notifier struct {
 	failed     bool // KVM refused an ioeventfd: MMIO exits carry the kicks
 }
 
-func newNotifier(vm VM, queues int, log *slog.Logger) (*notifier, error) {
-	n := &notifier{vm: vm, log: log}
+func newNotifier(vm VM, queues int, log *slog.Logger, count func()) (*notifier, error) {
+	n := &notifier{vm: vm, log: log, count: count}
 	for range queues {
 		n.kicks = append(n.kicks, make(chan struct{}, 1))
 		fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
@@ -75,6 +77,9 @@ func (n *notifier) pump(i int, f *os.File) {
 func (n *notifier) kick(i int) {
 	if i < 0 || i >= len(n.kicks) {
 		return
+	}
+	if n.count != nil {
+		n.count()
 	}
 	select {
 	case n.kicks[i] <- struct{}{}:

@@ -69,6 +69,17 @@ type Transport struct {
 	queueSelect    uint16
 	queues         []queueConfig
 	activated      bool
+	// activation is what the device was last activated with; paused
+	// means its workers are stopped for a machine pause and Resume
+	// activates it again with the same queues.
+	activation virtio.Activation
+	paused     bool
+	// retired holds the counters of queues from earlier activations.
+	retired virtio.QueueCounters
+
+	notifications atomic.Uint64
+	interrupts    atomic.Uint64
+	errors        atomic.Uint64
 
 	needsReset   atomic.Bool
 	isr          atomic.Uint32
@@ -136,7 +147,7 @@ func New(dev virtio.Device, c Config) (_ *Transport, err error) {
 	if t.msix, err = pcibus.NewMSIX(t.cfg, len(sizes)+1, bar, msixTableOffset, msixPBAOffset, c.Router, c.VM); err != nil {
 		return nil, err
 	}
-	if t.notify, err = newNotifier(c.VM, len(sizes), t.log); err != nil {
+	if t.notify, err = newNotifier(c.VM, len(sizes), t.log, func() { t.notifications.Add(1) }); err != nil {
 		return nil, err
 	}
 	t.cfg.OnBARChange(t.barMoved)
@@ -383,10 +394,11 @@ func (t *Transport) activateLocked() {
 		qs[i] = q
 	}
 	t.notify.drain()
-	err := t.dev.Activate(virtio.Activation{
+	t.activation = virtio.Activation{
 		Memory: t.mem, Features: t.driverFeatures, Queues: qs, Kicks: t.notify.channels(),
 		Interrupt: t.Interrupt, Broken: t.Broken,
-	})
+	}
+	err := t.dev.Activate(t.activation)
 	t.activated = true
 	if err != nil {
 		t.brokenLocked(fmt.Errorf("activate: %w", err))
@@ -399,6 +411,8 @@ func (t *Transport) activateLocked() {
 // device's workers to stop.
 func (t *Transport) resetLocked() {
 	t.dev.Reset()
+	t.retired = t.retired.Add(queueCounters(t.activation.Queues))
+	t.activation = virtio.Activation{}
 	t.activated = false
 	t.devFeatSelect, t.drvFeatSelect, t.driverFeatures = 0, 0, 0
 	t.status, t.queueSelect = 0, 0
@@ -420,7 +434,11 @@ func (t *Transport) Interrupt(queue int) error {
 	if queue < 0 || queue >= len(t.queueVectors) {
 		return fmt.Errorf("virtio-pci: interrupt for queue %d of %d", queue, len(t.queueVectors))
 	}
-	return t.raise(uint16(t.queueVectors[queue].Load()), isrQueue)
+	err := t.raise(uint16(t.queueVectors[queue].Load()), isrQueue)
+	if err != nil {
+		t.errors.Add(1)
+	}
+	return err
 }
 
 // Broken marks the device as needing a reset and tells the driver with a
@@ -429,6 +447,7 @@ func (t *Transport) Broken(err error) {
 	if t.needsReset.Swap(true) {
 		return
 	}
+	t.errors.Add(1)
 	t.log.Warn("guest misused the device; DEVICE_NEEDS_RESET set", "err", err)
 	if rerr := t.raise(uint16(t.configVector.Load()), isrConfig); rerr != nil {
 		t.log.Warn("config interrupt", "err", rerr)
@@ -441,6 +460,7 @@ func (t *Transport) brokenLocked(err error) {
 }
 
 func (t *Transport) raise(vector uint16, isrBit uint32) error {
+	t.interrupts.Add(1)
 	if t.msix.Enabled() {
 		if vector == noVector {
 			return nil
