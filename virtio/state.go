@@ -1,7 +1,6 @@
 package virtio
 
 import (
-	"encoding/binary"
 	"fmt"
 
 	"kvmstack/vmm/memory"
@@ -28,16 +27,10 @@ type QueueState struct {
 	UsedIdx   uint16 `json:"used_idx"`
 }
 
-// UsedIndex reads used.idx from the used ring at device. The device is the
-// only writer of that field, so once its workers are quiesced this is the
-// device's own position in the ring.
-func UsedIndex(mem *memory.Memory, device memory.GuestAddr) (uint16, error) {
-	b, err := mem.Slice(device, usedHeaderSize)
-	if err != nil {
-		return 0, fmt.Errorf("%w: used ring: %w", ErrMalformed, err)
-	}
-	return binary.LittleEndian.Uint16(b[2:]), nil
-}
+// Position is where the device stands in the rings: the next available
+// entry it will consume and the next used entry it will fill. They differ
+// by the chains in flight (none after Rewind).
+func (q *Queue) Position() (lastAvail, usedIdx uint16) { return q.lastAvail, q.usedIdx }
 
 // RestoreQueue is NewQueue for a queue that was running when a snapshot was
 // taken: the device resumes at lastAvail in the available ring and usedIdx

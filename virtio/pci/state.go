@@ -6,7 +6,6 @@ import (
 
 	"kvmstack/virtio"
 	pcibus "kvmstack/vmm/devices/pci"
-	"kvmstack/vmm/memory"
 )
 
 // ErrStateMismatch is wrapped by SetState when saved state belongs to
@@ -32,13 +31,15 @@ type TransportState struct {
 	MSIX           pcibus.MSIXState    `json:"msix"`
 }
 
-// State returns the transport's state. The device's workers must be
-// quiesced (the machine paused): each running queue's position is read from
-// its used ring, and last_avail is set to it, so receive buffers a device
-// popped but never filled are handed out again after restore.
+// State returns the transport's state. A running device must be paused
+// first (Pause): then nothing is in flight and each queue's position is
+// exact. Queues of a device never activated have none.
 func (t *Transport) State() (TransportState, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.activated && !t.paused {
+		return TransportState{}, fmt.Errorf("virtio-pci %v: state of a running device: pause it first", t.dev.Type())
+	}
 	st := TransportState{
 		DeviceType: uint32(t.dev.Type()), DevFeatSelect: t.devFeatSelect, DrvFeatSelect: t.drvFeatSelect,
 		DriverFeatures: t.driverFeatures, Status: t.status, QueueSelect: t.queueSelect, Activated: t.activated,
@@ -50,12 +51,8 @@ func (t *Transport) State() (TransportState, error) {
 			Size: qc.size, Enabled: qc.enabled, Desc: qc.desc, Driver: qc.driver, Device: qc.device,
 			Vector: uint16(t.queueVectors[i].Load()),
 		}
-		if t.activated && qc.enabled && !st.NeedsReset {
-			used, err := virtio.UsedIndex(t.mem, memory.GuestAddr(qc.device))
-			if err != nil {
-				return TransportState{}, fmt.Errorf("%v queue %d: %w", t.dev.Type(), i, err)
-			}
-			qs.LastAvail, qs.UsedIdx = used, used
+		if t.activated && i < len(t.activation.Queues) && t.activation.Queues[i] != nil {
+			qs.LastAvail, qs.UsedIdx = t.activation.Queues[i].Position()
 		}
 		st.Queues = append(st.Queues, qs)
 	}
@@ -63,9 +60,10 @@ func (t *Transport) State() (TransportState, error) {
 }
 
 // SetState puts a freshly built transport (its device never activated) into
-// st. A device that was running is activated again with its queues at the
-// saved ring positions and every queue kicked once, since a notification
-// that was pending when the snapshot was taken is not part of it.
+// st. A device that was running comes back paused, as the machine it
+// belongs to: its queues are rebuilt at the saved ring positions and Resume
+// starts its workers. Every queue gets one kick for then, since a
+// notification pending when the snapshot was taken is not part of it.
 func (t *Transport) SetState(st TransportState) error {
 	if st.DeviceType != uint32(t.dev.Type()) || len(st.Queues) != len(t.queues) {
 		return fmt.Errorf("%w: saved %v device with %d queues, this is %v with %d",
@@ -77,7 +75,7 @@ func (t *Transport) SetState(st TransportState) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.activated {
-		return fmt.Errorf("%w: %v device already running", ErrStateMismatch, t.dev.Type())
+		return fmt.Errorf("%w: %v device already activated", ErrStateMismatch, t.dev.Type())
 	}
 	for i, qs := range st.Queues {
 		if qs.Size > t.sizes[i] {
@@ -101,7 +99,7 @@ func (t *Transport) SetState(st TransportState) error {
 	return t.reactivateLocked(st.Queues)
 }
 
-// reactivateLocked is activateLocked for restored queues.
+// reactivateLocked rebuilds the activation from restored queues, paused.
 func (t *Transport) reactivateLocked(saved []virtio.QueueState) error {
 	eventIdx := t.driverFeatures&virtio.FeatureEventIdx != 0
 	qs := make([]*virtio.Queue, len(t.queues))
@@ -116,13 +114,11 @@ func (t *Transport) reactivateLocked(saved []virtio.QueueState) error {
 		qs[i] = q
 	}
 	t.notify.drain()
-	if err := t.dev.Activate(virtio.Activation{
+	t.activation = virtio.Activation{
 		Memory: t.mem, Features: t.driverFeatures, Queues: qs, Kicks: t.notify.channels(),
 		Interrupt: t.Interrupt, Broken: t.Broken,
-	}); err != nil {
-		return fmt.Errorf("%v device: activate: %w", t.dev.Type(), err)
 	}
-	t.activated = true
+	t.activated, t.paused = true, true
 	for i, q := range qs {
 		if q != nil {
 			t.notify.kick(i)

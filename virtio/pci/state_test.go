@@ -43,6 +43,12 @@ func TestTransportStateRoundTrip(t *testing.T) {
 	// The guest makes chain 2 available; the snapshot is taken before the
 	// device saw the kick, which the snapshot does not carry.
 	src.postBuffer(2)
+	if _, err := src.tr.State(); err == nil {
+		t.Fatal("State of a running device succeeded")
+	}
+	if err := src.tr.Pause(); err != nil {
+		t.Fatal(err)
+	}
 	// used_event: interrupt once used.idx passes 1.
 	if err := src.mem.PutUint16(ringAvl+4+2*16, 1); err != nil {
 		t.Fatal(err)
@@ -76,6 +82,12 @@ func TestTransportStateRoundTrip(t *testing.T) {
 		if a, b := src.read(commonOffset+f.off, f.n), dst.read(commonOffset+f.off, f.n); a != b {
 			t.Errorf("%s reads %#x after restore, %#x before", f.name, b, a)
 		}
+	}
+	if !dst.tr.Paused() {
+		t.Fatal("restored device is not paused")
+	}
+	if err := dst.tr.Resume(); err != nil {
+		t.Fatal(err)
 	}
 	if n := dst.waitUsed(2); n != 32 {
 		t.Fatalf("restored device wrote %d bytes into chain 2, want 32", n)
