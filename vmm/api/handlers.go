@@ -89,7 +89,17 @@ func (s *Server) getMetrics(w http.ResponseWriter, r *http.Request) {
 	case starting:
 		st.State = StateStarting
 	}
-	metricsHandler(m, st).ServeHTTP(w, r)
+	var mt *Metrics
+	if m != nil {
+		v := m.Metrics()
+		mt = &v
+	}
+	w.Header().Set("Content-Type", MetricsContentType)
+	if r.Method == http.MethodHead {
+		return
+	}
+	// The client may be gone; there is nobody to tell.
+	_ = writeExposition(w, families(st, mt))
 }
 
 func (s *Server) putSnapshot(w http.ResponseWriter, r *http.Request) {
@@ -278,7 +288,7 @@ func (s *Server) putMachineConfig(w http.ResponseWriter, r *http.Request) {
 // pathID reads and checks the {id} path segment.
 func pathID(w http.ResponseWriter, r *http.Request) (string, bool) {
 	id := r.PathValue("id")
-	if !idPattern.MatchString(id) {
+	if !validID(id) {
 		writeError(w, http.StatusBadRequest, CodeInvalid, fmt.Sprintf("id %q: want 1 to 20 of A-Z a-z 0-9 _ -", id))
 		return "", false
 	}

@@ -12,9 +12,6 @@ import (
 	"net/http"
 	"sync"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // DefaultMaxBody bounds a request body. Every body is a small JSON object;
@@ -250,13 +247,4 @@ func (s *Server) running(w http.ResponseWriter) Machine {
 		writeError(w, http.StatusConflict, CodeWrongState, "the vm is not started (PUT /actions InstanceStart first)")
 	}
 	return m
-}
-
-// metricsHandler renders m's metrics in the Prometheus text format. A
-// registry per request keeps the exposition a consistent snapshot of one
-// Metrics call.
-func metricsHandler(m Machine, st Status) http.Handler {
-	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(&collector{m: m, st: st})
-	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.HTTPErrorOnError})
 }
