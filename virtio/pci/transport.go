@@ -85,7 +85,11 @@ type Transport struct {
 	isr          atomic.Uint32
 	configVector atomic.Uint32
 	queueVectors []atomic.Uint32
-	intxLine     atomic.Uint32 // 0: none assigned
+	// intx is the function's INTA# pin (nil until the bus assigns it).
+	// intxMu orders ISR changes with the pin's level, so the line is high
+	// exactly while the ISR is non-zero and INTx is in use.
+	intx   atomic.Pointer[pcibus.INTxPin]
+	intxMu sync.Mutex
 
 	notify *notifier
 
@@ -158,8 +162,8 @@ func New(dev virtio.Device, c Config) (_ *Transport, err error) {
 // Config implements pcibus.Device.
 func (t *Transport) Config() *pcibus.ConfigSpace { return t.cfg }
 
-// SetINTxLine implements pcibus.INTxUser.
-func (t *Transport) SetINTxLine(line uint8) { t.intxLine.Store(uint32(line)) }
+// SetINTx implements pcibus.INTxUser.
+func (t *Transport) SetINTx(pin *pcibus.INTxPin) { t.intx.Store(pin) }
 
 // NotifyViaIOEventFD reports whether queue notifications currently reach
 // the device through ioeventfds (true) or through MMIO exits.
@@ -180,7 +184,7 @@ func (t *Transport) BARRead(_ int, off uint64, data []byte) {
 		clear(data)
 		if off == isrOffset {
 			// Reading the ISR acknowledges the interrupt (read-to-clear).
-			data[0] = byte(t.isr.Swap(0))
+			data[0] = byte(t.takeISR())
 		}
 	case off >= deviceOffset && off < deviceOffset+deviceSize:
 		t.dev.ReadConfig(off-deviceOffset, data)
@@ -422,7 +426,12 @@ func (t *Transport) resetLocked() {
 	}
 	t.configVector.Store(noVector)
 	t.needsReset.Store(false)
+	t.intxMu.Lock()
 	t.isr.Store(0)
+	if err := t.updateINTxLocked(); err != nil {
+		t.log.Warn("INTx deassert at reset", "err", err)
+	}
+	t.intxMu.Unlock()
 	if t.notify != nil {
 		t.notify.drain()
 	}
@@ -470,17 +479,35 @@ func (t *Transport) raise(vector uint16, isrBit uint32) error {
 			return err
 		}
 	}
+	t.intxMu.Lock()
+	defer t.intxMu.Unlock()
 	t.isr.Or(isrBit)
-	line := t.intxLine.Load()
-	if line == 0 || t.cfg.Command()&pcibus.CommandINTxDisable != 0 {
+	return t.updateINTxLocked()
+}
+
+// takeISR is the driver's ISR read: it returns and clears the ISR, which
+// deasserts INTx (the line is level-triggered: it stays high, and the
+// IOAPIC re-delivers after EOI, until the driver acknowledges here).
+func (t *Transport) takeISR() uint32 {
+	t.intxMu.Lock()
+	defer t.intxMu.Unlock()
+	v := t.isr.Swap(0)
+	if err := t.updateINTxLocked(); err != nil {
+		t.log.Warn("INTx deassert", "err", err)
+	}
+	return v
+}
+
+// updateINTxLocked sets INTA# to what the ISR and the function's state
+// say: asserted while an ISR bit is pending, INTx is not disabled in the
+// command register and MSI-X is off. Called with intxMu held.
+func (t *Transport) updateINTxLocked() error {
+	pin := t.intx.Load()
+	if pin == nil {
 		return nil
 	}
-	// The line is an ISA interrupt (edge-triggered): pulse it. The ISR
-	// bit stays set until the driver reads it.
-	if err := t.vm.IRQLine(line, true); err != nil {
-		return fmt.Errorf("virtio-pci: INTx %d: %w", line, err)
-	}
-	return t.vm.IRQLine(line, false)
+	level := t.isr.Load() != 0 && t.cfg.Command()&pcibus.CommandINTxDisable == 0 && !t.msix.Enabled()
+	return pin.Set(t.vm, level)
 }
 
 // Close resets the device (stopping its workers) and releases the

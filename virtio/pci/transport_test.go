@@ -389,8 +389,8 @@ func TestRngOverINTxWithoutIOEventFD(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	if h.vm.lines[0] != 10 {
-		t.Fatalf("INTx on line %d, want 10", h.vm.lines[0])
+	if h.vm.lines[0] != 17 {
+		t.Fatalf("INTx on GSI %d, want 17 (slot 1, INTA#)", h.vm.lines[0])
 	}
 	if isr := h.read(isrOffset, 1); isr != isrQueue {
 		t.Fatalf("ISR %#x, want queue bit", isr)

@@ -19,10 +19,10 @@ type Device interface {
 	BARWrite(bar int, offset uint64, data []byte)
 }
 
-// INTxUser is implemented by devices that want to know the legacy
-// interrupt line the bus assigned them.
+// INTxUser is implemented by devices that raise legacy INTx interrupts:
+// Add hands them the pin (INTA#) of the slot they were given.
 type INTxUser interface {
-	SetINTxLine(line uint8)
+	SetINTx(pin *INTxPin)
 }
 
 // Host bridge identity: Red Hat's generic PCIe host bridge ID, for which
@@ -43,11 +43,6 @@ const (
 	numSlots        = 32
 )
 
-// legacyIRQs are the ISA interrupts handed to devices for INTx, round robin
-// by slot: none is used by a device vmm emulates (COM1 has 4), and without
-// a _PRT Linux takes the interrupt line register as an ISA IRQ.
-var legacyIRQs = []uint8{10, 11}
-
 // ErrBusFull is returned by Add when no slot or no window space is left.
 var ErrBusFull = errors.New("pci: bus full")
 
@@ -60,7 +55,8 @@ type Bus struct {
 	winEnd   uint64
 	next     uint64 // BAR allocator
 
-	cf8 atomic.Uint32
+	cf8  atomic.Uint32
+	intx intxLines
 }
 
 // route maps a decoded BAR to its device.
@@ -73,7 +69,7 @@ type route struct {
 // NewBus returns bus 0 with its host bridge; BARs are placed in the 32-bit
 // memory window [winStart, winEnd).
 func NewBus(winStart, winEnd uint64) *Bus {
-	b := &Bus{winStart: winStart, winEnd: winEnd, next: winStart}
+	b := &Bus{winStart: winStart, winEnd: winEnd, next: winStart, intx: intxLines{asserted: map[uint32]int{}}}
 	b.slots[0] = &hostBridge{cfg: NewConfigSpace(Header{VendorID: hostBridgeVendor, DeviceID: hostBridgeDevice, Class: classHostBridge})}
 	return b
 }
@@ -125,10 +121,12 @@ func (b *Bus) Add(d Device) (int, error) {
 	b.mu.Unlock()
 
 	cfg.setWindow(b.winStart, b.winEnd)
-	line := legacyIRQs[(slot-1)%len(legacyIRQs)]
-	cfg.SetInterruptLine(line)
+	// The interrupt line register holds the GSI, as firmware leaves it;
+	// Linux takes the routing from the _PRT.
+	gsi := INTxGSI(slot, 0)
+	cfg.SetInterruptLine(uint8(gsi))
 	if u, ok := d.(INTxUser); ok {
-		u.SetINTxLine(line)
+		u.SetINTx(&INTxPin{lines: &b.intx, gsi: gsi})
 	}
 	cfg.OnBARChange(b.remap)
 	b.remap()

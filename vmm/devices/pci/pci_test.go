@@ -44,7 +44,7 @@ func (d *testDev) BARRead(bar int, off uint64, data []byte) {
 	}
 }
 func (d *testDev) BARWrite(bar int, off uint64, data []byte) { d.last.bar, d.last.off = bar, off }
-func (d *testDev) SetINTxLine(l uint8)                       { d.line = l }
+func (d *testDev) SetINTx(p *INTxPin)                        { d.line = uint8(p.GSI()) }
 
 // cf8 accesses configuration space through the type-1 ports.
 type cf8 struct{ io *ConfigIO }
@@ -102,7 +102,7 @@ func TestBARSizingProtocol(t *testing.T) {
 			t.Fatalf("unimplemented BAR %#x reads %#x after sizing", reg, got)
 		}
 	}
-	if dev.line != legacyIRQs[0] || c.read32(1, RegInterruptLine)&0xFF != uint32(legacyIRQs[0]) {
+	if dev.line != 17 || c.read32(1, RegInterruptLine)&0xFF != 17 {
 		t.Fatalf("INTx line %d", dev.line)
 	}
 }
