@@ -17,12 +17,12 @@ var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 func h(d time.Duration) Header { return Header{At: t0.Add(d)} }
 
 type harness struct {
-	t   *testing.T
+	t   testing.TB
 	f   *FSM
 	idx uint64
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t testing.TB) *harness {
 	t.Helper()
 	hs := &harness{t: t, f: New(state.New(), nil)}
 	hs.must(&Bootstrap{Header: h(0),

@@ -268,6 +268,24 @@ func TestHostNetworking(t *testing.T) {
 	if _, err := hs.f.Store().Read(nil).HostNetworking("nope"); !errors.Is(err, state.ErrNotFound) {
 		t.Fatal(err)
 	}
+
+	// Agents long-poll on these indexes: a heartbeat or an unchanged
+	// re-registration must not wake them, a moved underlay address must.
+	watched := func() uint64 { return hs.f.Store().Read(nil).Index(state.HostNetworkingTables...) }
+	before := watched()
+	hs.must(&HostHeartbeat{Header: h(time.Minute), ID: c})
+	reg("c", "")
+	if watched() != before {
+		t.Fatal("heartbeat or identical re-registration woke the agents")
+	}
+	reg("c", "192.0.2.3")
+	if watched() <= before {
+		t.Fatal("new underlay address did not advance the index")
+	}
+	got, _ = hs.f.Store().Read(nil).HostNetworking(a)
+	if p := got.Networks[0].Peers; len(p) != 1 || p[0].UnderlayIP != "192.0.2.3" {
+		t.Fatalf("peers after c got an underlay address: %+v", p)
+	}
 }
 
 func TestSnapshotRestoreNetworks(t *testing.T) {
@@ -338,4 +356,24 @@ func FuzzNetworkCommands(f *testing.F) {
 			}
 		}
 	})
+}
+
+// BenchmarkInstanceCreate measures one FSM apply of an instance with and
+// without a NIC on a /16 that fills up as the benchmark runs; the difference
+// is the cost of the port (MAC probe, address search from the cursor, two
+// inserts).
+func BenchmarkInstanceCreate(b *testing.B) {
+	for _, nics := range []int{0, 1} {
+		b.Run(fmt.Sprintf("nics=%d", nics), func(b *testing.B) {
+			hs := newHarness(b)
+			hs.network("n1", "p1", "a", "10.0.0.0/16")
+			nets := []string{"n1"}[:nics]
+			b.ResetTimer()
+			for i := range b.N {
+				if r := hs.f.ApplyCommand(uint64(1000+i), vmWithNICs(fmt.Sprintf("i%d", i), "p1", nets...)); r.Err != nil {
+					b.Fatal(r.Err)
+				}
+			}
+		})
+	}
 }
