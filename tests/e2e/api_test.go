@@ -1,0 +1,176 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// apiClient talks to one vmm's control API socket.
+type apiClient struct {
+	t    *testing.T
+	sock string
+	http *http.Client
+}
+
+func newAPIClient(t *testing.T, sock string) *apiClient {
+	return &apiClient{t: t, sock: sock, http: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		}}}}
+}
+
+// waitSocket waits until vmm accepts on the socket (or exits).
+func (c *apiClient) waitSocket(p *vmmProc) {
+	c.t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if conn, err := net.Dial("unix", c.sock); err == nil {
+			conn.Close()
+			return
+		}
+		select {
+		case <-p.done:
+			c.t.Fatalf("vmm exited before its API socket was up\nstderr:\n%s", p.stderr.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatal("no API socket after a minute")
+		}
+	}
+}
+
+// do sends one request and returns the status and body.
+func (c *apiClient) do(method, path, body string) (int, string) {
+	c.t.Helper()
+	req, err := http.NewRequest(method, "http://vmm"+path, strings.NewReader(body))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		c.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		c.t.Fatalf("%s %s: reading the body: %v", method, path, err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+// must sends a request that has to succeed with want.
+func (c *apiClient) must(method, path, body string, want int) string {
+	c.t.Helper()
+	code, b := c.do(method, path, body)
+	if code != want {
+		c.t.Fatalf("%s %s %s: status %d, want %d: %s", method, path, body, code, want, b)
+	}
+	return b
+}
+
+// vmInfo is the part of GET /vm the tests read.
+type vmInfo struct {
+	State       string  `json:"state"`
+	Uptime      float64 `json:"uptime_seconds"`
+	VCPUs       int     `json:"vcpu_count"`
+	MemoryBytes uint64  `json:"memory_bytes"`
+}
+
+func (c *apiClient) info() vmInfo {
+	c.t.Helper()
+	var v vmInfo
+	if err := json.Unmarshal([]byte(c.must("GET", "/vm", "", 200)), &v); err != nil {
+		c.t.Fatalf("GET /vm: %v", err)
+	}
+	return v
+}
+
+var kitReadyLine = regexp.MustCompile(`KIT READY`)
+
+// startWithAPI boots the kit with --api-socket; the guest runs script
+// after KIT READY. It returns once the guest is up.
+func startWithAPI(t *testing.T, script string) (*vmmProc, *apiClient) {
+	t.Helper()
+	needKit(t, kitVmlinux, kitInitrd)
+	sock := filepath.Join(t.TempDir(), "vmm.sock")
+	p := startVMM(t, bootTimeout, append(kitArgs(1, "128M", kitRun(script)), "--api-socket", sock)...)
+	c := newAPIClient(t, sock)
+	c.waitSocket(p)
+	if st, err := os.Stat(sock); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("API socket: %v, mode %v; want 0600", err, st.Mode())
+	}
+	if !p.waitFor(t, kitReadyLine) {
+		r := p.wait(t)
+		t.Fatalf("no KIT READY (status %d)\nconsole:\n%s\nstderr:\n%s", r.status, tail(r.console), r.stderr)
+	}
+	return p, c
+}
+
+// TestAPIKill boots the kit with --api-socket: GET /vm reports a running
+// 1-vCPU 128 MiB guest, /metrics counts its exits, and POST /vm/kill ends
+// vmm with the stopped status and removes the socket.
+func TestAPIKill(t *testing.T) {
+	p, c := startWithAPI(t, "sleep 600")
+	if v := c.info(); v.State != "running" || v.VCPUs != 1 || v.MemoryBytes != 128<<20 || v.Uptime <= 0 {
+		t.Fatalf("GET /vm: %+v", v)
+	}
+	m := c.must("GET", "/metrics", "", 200)
+	if !regexp.MustCompile(`(?m)^vmm_exits_total\{reason="io"\} [1-9]`).MatchString(m) || !strings.Contains(m, `vmm_state{state="running"} 1`) {
+		t.Fatalf("metrics:\n%s", m)
+	}
+	c.must("POST", "/vm/kill", "", 204)
+	r := p.wait(t)
+	if r.status != exitStopped {
+		t.Fatalf("status %d after POST /vm/kill, want %d\nstderr:\n%s", r.status, exitStopped, r.stderr)
+	}
+	if _, err := os.Stat(c.sock); !os.IsNotExist(err) {
+		t.Errorf("API socket left after exit: %v", err)
+	}
+}
+
+// TestAPIConfigureAndStart starts vmm with only --api-socket, configures
+// the kit through PUTs and starts it with InstanceStart, Firecracker's
+// way; the guest runs its command and powers off, and vmm exits 0.
+func TestAPIConfigureAndStart(t *testing.T) {
+	needKit(t, kitVmlinux, kitInitrd)
+	sock := filepath.Join(t.TempDir(), "vmm.sock")
+	p := startVMM(t, bootTimeout, "--api-socket", sock)
+	c := newAPIClient(t, sock)
+	c.waitSocket(p)
+	if v := c.info(); v.State != "not_started" {
+		t.Fatalf("GET /vm before configuration: %+v", v)
+	}
+	// InstanceStart without a kernel is refused, and vmm waits on.
+	c.must("PUT", "/actions", `{"action_type": "InstanceStart"}`, 400)
+	boot, _ := json.Marshal(map[string]string{"kernel_image_path": kitVmlinux, "initrd_path": kitInitrd,
+		"boot_args": "console=ttyS0 reboot=k panic=-1 " + kitRun("echo configured-through-api")})
+	c.must("PUT", "/boot-source", string(boot), 204)
+	c.must("PUT", "/machine-config", `{"vcpu_count": 1, "mem_size_mib": 96}`, 204)
+	c.must("PUT", "/rng", `{}`, 204)
+	c.must("PUT", "/actions", `{"action_type": "InstanceStart"}`, 204)
+	c.must("PUT", "/machine-config", `{"vcpu_count": 1, "mem_size_mib": 64}`, 409)
+	r := p.wait(t)
+	if r.status != exitPowerOff || !strings.Contains(r.console, "configured-through-api") || !strings.Contains(r.console, "KIT EXIT 0") {
+		t.Fatalf("status %d (want %d, the command's output and KIT EXIT 0)\nconsole:\n%s\nstderr:\n%s", r.status, exitPowerOff, tail(r.console), r.stderr)
+	}
+	// MemTotal is 70-100 % of the RAM (TestKitBoots); the default 128 MiB
+	// would be above 96 MiB.
+	m := kitReady.FindStringSubmatch(r.console)
+	if m == nil {
+		t.Fatal("no KIT READY line")
+	}
+	if kb, _ := strconv.ParseUint(m[2], 10, 64); kb*1024 > 96<<20 || kb*1024 < (96<<20)*7/10 {
+		t.Errorf("guest MemTotal %s kB: want the 96 MiB given through the API", m[2])
+	}
+}
