@@ -271,9 +271,9 @@ func TestHandleRejectsBadFrames(t *testing.T) {
 		t.Fatal("the unbroken frame gets no reply")
 	}
 	tests := []struct {
-		name  string
-		break_ func(f []byte) []byte
-		want  string
+		name   string
+		damage func(f []byte) []byte
+		want   string
 	}{
 		{"truncated", func(f []byte) []byte { return f[:40] }, errShort.Error()},
 		{"arp", func(f []byte) []byte { f[13] = 0x06; return f }, errNotIPv4.Error()},
@@ -291,7 +291,7 @@ func TestHandleRejectsBadFrames(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			o := r.handle(tt.break_(bytes.Clone(good)))
+			o := r.handle(tt.damage(bytes.Clone(good)))
 			if o.reply != nil || !strings.Contains(o.note, tt.want) {
 				t.Fatalf("reply %v note %q, want none and %q", o.reply != nil, o.note, tt.want)
 			}

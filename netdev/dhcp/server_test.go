@@ -1,0 +1,209 @@
+package dhcp
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"kvmstack/netdev"
+	"kvmstack/netdev/plumb"
+)
+
+func newNamespace(t *testing.T) *netdev.Namespace {
+	t.Helper()
+	ns, err := netdev.NewNamespace()
+	if errors.Is(err, os.ErrPermission) {
+		t.Skipf("not allowed to create a network namespace: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Close() })
+	return ns
+}
+
+// udhcpcScript prints what udhcpc learnt when it binds a lease.
+const udhcpcScript = `#!/bin/sh
+if [ "$1" = bound ]; then
+	echo "LEASE ip=$ip subnet=$subnet router=$router mtu=$mtu serverid=$serverid lease=$lease dns=$dns hostname=$hostname"
+fi
+exit 0
+`
+
+// dhcpClient is a guest: a namespace whose eth0 (with a given MAC) is a
+// port of the host's bridge, and busybox's udhcpc to ask for a lease, an
+// implementation independent of this package.
+type dhcpClient struct {
+	t       *testing.T
+	ns      *netdev.Namespace
+	busybox string
+	script  string
+}
+
+func newClient(t *testing.T, host *netdev.Namespace, bridge, port string, mac net.HardwareAddr, busybox, script string) *dhcpClient {
+	t.Helper()
+	g := newNamespace(t)
+	if err := host.AddVeth(port, "eth0", g); err != nil {
+		t.Fatal(err)
+	}
+	gl, err := g.Netlink().LinkByName("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Netlink().LinkSetHardwareAddr(gl, mac); err != nil {
+		t.Fatal(err)
+	}
+	c := &dhcpClient{t: t, ns: g, busybox: busybox, script: script}
+	c.attach(host, bridge, port)
+	if err := g.SetUp("eth0"); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// attach (again) puts the host end of the client's veth on the bridge.
+func (c *dhcpClient) attach(host *netdev.Namespace, bridge, port string) {
+	c.t.Helper()
+	nl := host.Netlink()
+	p, err := nl.LinkByName(port)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	br, err := nl.LinkByName(bridge)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if err := nl.LinkSetMaster(p, br); err != nil {
+		c.t.Fatal(err)
+	}
+	if err := nl.LinkSetUp(p); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// lease runs udhcpc once: it returns the LEASE line, or "" if udhcpc
+// gave up without one.
+func (c *dhcpClient) lease(extra ...string) string {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	args := append([]string{"udhcpc", "-i", "eth0", "-f", "-q", "-n", "-t", "3", "-T", "1", "-A", "1", "-s", c.script}, extra...)
+	cmd := exec.CommandContext(ctx, c.busybox, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := c.ns.Start(cmd); err != nil {
+		c.t.Fatal(err)
+	}
+	err := cmd.Wait()
+	for _, line := range strings.Split(out.String(), "\n") {
+		if strings.HasPrefix(line, "LEASE ") {
+			if err != nil {
+				c.t.Fatalf("udhcpc printed a lease but failed: %v\n%s", err, out.String())
+			}
+			return line
+		}
+	}
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) {
+		c.t.Fatalf("udhcpc: %v\n%s", err, out.String())
+	}
+	c.t.Logf("udhcpc without a lease (%v):\n%s", err, out.String())
+	return ""
+}
+
+// TestServeUdhcpc serves a bridge made by plumb and has busybox udhcpc
+// ask for leases: known MACs get their address and options (unicast or
+// broadcast replies), unknown ones get nothing, lease changes apply at
+// once, a recreated bridge gets a fresh server, and a removed config
+// stops answering.
+func TestServeUdhcpc(t *testing.T) {
+	busybox, err := exec.LookPath("busybox")
+	if err != nil {
+		t.Skip("busybox not installed (apt-get install busybox): it provides the independent DHCP client")
+	}
+	host := newNamespace(t)
+	rec, err := plumb.New(plumb.Options{Namespace: host, Prefixes: []string{"kvb-", "kvx-"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	desired := plumb.Desired{Networks: []plumb.Network{{
+		Bridge: "kvb-dhcp", VXLAN: "kvx-dhcp", VNI: 42, Local: netip.MustParseAddr("192.0.2.1"),
+	}}}
+	if err := rec.Reconcile(ctx, desired); err != nil {
+		t.Fatal(err)
+	}
+	script := filepath.Join(t.TempDir(), "udhcpc.sh")
+	if err := os.WriteFile(script, []byte(udhcpcScript), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	known := newClient(t, host, "kvb-dhcp", "vg-known", knownMAC, busybox, script)
+	other := newClient(t, host, "kvb-dhcp", "vg-other", otherMAC, busybox, script)
+
+	servers := NewServers(host, nil)
+	t.Cleanup(func() { servers.Close() })
+	cfg := testConfig()
+	cfg.Interface = "kvb-dhcp"
+	if err := servers.Reconcile(ctx, []Config{cfg}); err != nil {
+		t.Fatal(err)
+	}
+	wantKnown := fmt.Sprintf("LEASE ip=%v subnet=255.255.255.0 router=198.51.100.1 mtu=1450 serverid=%v lease=3600 dns=198.51.100.1 hostname=vm-1", leasedIP, serverID)
+	t.Run("known MAC", func(t *testing.T) {
+		start := time.Now()
+		if got := known.lease(); got != wantKnown {
+			t.Fatalf("got %q\nwant %q", got, wantKnown)
+		}
+		t.Logf("lease in %v", time.Since(start))
+	})
+	t.Run("known MAC broadcast replies", func(t *testing.T) {
+		if got := known.lease("-B"); got != wantKnown {
+			t.Fatalf("got %q\nwant %q", got, wantKnown)
+		}
+	})
+	t.Run("unknown MAC", func(t *testing.T) {
+		if got := other.lease(); got != "" {
+			t.Fatalf("unknown MAC got %q", got)
+		}
+	})
+	t.Run("lease added", func(t *testing.T) {
+		cfg.Leases = append(cfg.Leases, Lease{MAC: otherMAC, IP: netip.MustParseAddr("198.51.100.11")})
+		if err := servers.Reconcile(ctx, []Config{cfg}); err != nil {
+			t.Fatal(err)
+		}
+		if got := other.lease(); !strings.HasPrefix(got, "LEASE ip=198.51.100.11 ") {
+			t.Fatalf("got %q", got)
+		}
+	})
+	t.Run("bridge recreated", func(t *testing.T) {
+		if err := rec.Reconcile(ctx, plumb.Desired{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := rec.Reconcile(ctx, desired); err != nil {
+			t.Fatal(err)
+		}
+		known.attach(host, "kvb-dhcp", "vg-known")
+		if err := servers.Reconcile(ctx, []Config{cfg}); err != nil {
+			t.Fatal(err)
+		}
+		if got := known.lease(); got != wantKnown {
+			t.Fatalf("got %q\nwant %q", got, wantKnown)
+		}
+	})
+	t.Run("removed", func(t *testing.T) {
+		if err := servers.Reconcile(ctx, nil); err != nil {
+			t.Fatal(err)
+		}
+		if got := known.lease(); got != "" {
+			t.Fatalf("got %q from a stopped server", got)
+		}
+	})
+}
