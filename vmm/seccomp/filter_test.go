@@ -46,7 +46,12 @@ func helper(scenario string) int {
 		fmt.Println("setup:", err)
 		return 3
 	}
-	defer os.Remove(f.Name())
+	// Unlinked at once: a killed helper leaves nothing behind, and the
+	// open fd still takes writes.
+	if err := os.Remove(f.Name()); err != nil {
+		fmt.Println("setup:", err)
+		return 3
+	}
 	if err := Install(); err != nil {
 		fmt.Println("install:", err)
 		return 3
