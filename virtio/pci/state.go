@@ -85,8 +85,16 @@ func (t *Transport) SetState(st TransportState) error {
 	t.devFeatSelect, t.drvFeatSelect, t.driverFeatures = st.DevFeatSelect, st.DrvFeatSelect, st.DriverFeatures
 	t.status, t.queueSelect = st.Status&^virtio.StatusDeviceNeedsReset, st.QueueSelect
 	t.configVector.Store(uint32(t.checkVector(st.ConfigVector)))
-	t.isr.Store(st.ISR)
 	t.needsReset.Store(st.NeedsReset)
+	t.intxMu.Lock()
+	t.isr.Store(st.ISR)
+	// A pending ISR bit holds INTA# high (with INTx in use): assert it in
+	// this VM too, or the guest's handler would find the line low.
+	err := t.updateINTxLocked()
+	t.intxMu.Unlock()
+	if err != nil {
+		return fmt.Errorf("virtio-pci %v: INTx: %w", t.dev.Type(), err)
+	}
 	for i, qs := range st.Queues {
 		t.queues[i] = queueConfig{size: qs.Size, enabled: qs.Enabled, desc: qs.Desc, driver: qs.Driver, device: qs.Device}
 		t.queueVectors[i].Store(uint32(t.checkVector(qs.Vector)))

@@ -131,3 +131,25 @@ func TestTransportSetStateRefusesMismatch(t *testing.T) {
 		t.Fatalf("SetState with a short MSI-X table = %v", err)
 	}
 }
+
+func TestTransportSetStateAssertsPendingINTx(t *testing.T) {
+	src := newHarness(t, rng.New(), false)
+	st, err := src.tr.State()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.ISR = isrQueue // an interrupt the guest had not acknowledged
+	dst := newHarness(t, rng.New(), false)
+	if err := dst.tr.SetState(st); err != nil {
+		t.Fatal(err)
+	}
+	dst.vm.mu.Lock()
+	lines := append([]uint32(nil), dst.vm.lines...)
+	dst.vm.mu.Unlock()
+	if len(lines) != 1 || lines[0] != 17 {
+		t.Fatalf("INTx lines raised at restore: %v, want [17]", lines)
+	}
+	if isr := dst.read(isrOffset, 1); isr != isrQueue {
+		t.Fatalf("ISR %#x after restore, want the queue bit", isr)
+	}
+}
