@@ -26,6 +26,7 @@ type Server struct {
 	resp    atomic.Pointer[responder]
 	log     *slog.Logger
 	closed  atomic.Bool
+	seen    atomic.Int64
 	replies atomic.Int64
 }
 
@@ -73,6 +74,10 @@ func (s *Server) Update(cfg Config) error {
 	return nil
 }
 
+// Requests is how many frames to the DHCP server port the server has read,
+// answered or not.
+func (s *Server) Requests() int64 { return s.seen.Load() }
+
 // Replies is how many replies the server has sent.
 func (s *Server) Replies() int64 { return s.replies.Load() }
 
@@ -99,6 +104,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("dhcp: %w", err)
 		}
+		s.seen.Add(1)
 		o := s.resp.Load().handle(buf[:n])
 		if o.reply == nil {
 			s.log.Debug("dhcp: "+o.note, "type", o.msg.String(), "mac", o.client.String(), "ip", o.ip)

@@ -207,3 +207,88 @@ func TestServeUdhcpc(t *testing.T) {
 		}
 	})
 }
+
+// TestServeAcrossHosts runs one server per host on a network that spans two
+// hosts over VXLAN: every DISCOVER floods to both, and each guest is
+// answered by its own host's server only, the other staying silent.
+func TestServeAcrossHosts(t *testing.T) {
+	busybox, err := exec.LookPath("busybox")
+	if err != nil {
+		t.Skip("busybox not installed (apt-get install busybox): it provides the independent DHCP client")
+	}
+	script := filepath.Join(t.TempDir(), "udhcpc.sh")
+	if err := os.WriteFile(script, []byte(udhcpcScript), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	a, b := newNamespace(t), newNamespace(t)
+	if err := a.AddVeth("ul0", "ul0", b); err != nil {
+		t.Fatal(err)
+	}
+	underlay := map[*netdev.Namespace]netip.Addr{a: netip.MustParseAddr("192.0.2.1"), b: netip.MustParseAddr("192.0.2.2")}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	type side struct {
+		ns     *netdev.Namespace
+		srv    *Server
+		client *dhcpClient
+		lease  Lease
+		sid    netip.Addr
+	}
+	sides := []*side{
+		{ns: a, lease: Lease{MAC: knownMAC, IP: leasedIP}, sid: serverID},
+		{ns: b, lease: Lease{MAC: otherMAC, IP: netip.MustParseAddr("198.51.100.11")}, sid: netip.MustParseAddr("198.51.100.3")},
+	}
+	for i, s := range sides {
+		other := sides[1-i].ns
+		if err := s.ns.AddAddress("ul0", underlay[s.ns].String()+"/24"); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.ns.SetUp("ul0"); err != nil {
+			t.Fatal(err)
+		}
+		rec, err := plumb.New(plumb.Options{Namespace: s.ns, Prefixes: []string{"kvb-", "kvx-"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := rec.Reconcile(ctx, plumb.Desired{Networks: []plumb.Network{{
+			Bridge: "kvb-net", VXLAN: "kvx-net", VNI: 42, Local: underlay[s.ns], UnderlayDevice: "ul0",
+			Remotes: []netip.Addr{underlay[other]},
+		}}}); err != nil {
+			t.Fatal(err)
+		}
+		cfg := testConfig()
+		cfg.Interface, cfg.ServerID, cfg.Leases = "kvb-net", s.sid, []Lease{s.lease}
+		if s.srv, err = Listen(s.ns, cfg, nil); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.srv.Close() })
+		done := make(chan error, 1)
+		go func() { done <- s.srv.Serve(ctx) }()
+		t.Cleanup(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		})
+		s.client = newClient(t, s.ns, "kvb-net", "vg-guest", s.lease.MAC, busybox, script)
+	}
+	for i, s := range sides {
+		heard := sides[1-i].srv.Requests()
+		got := s.client.lease()
+		want := fmt.Sprintf("LEASE ip=%v subnet=255.255.255.0 router=198.51.100.1 mtu=1450 serverid=%v ", s.lease.IP, s.sid)
+		if !strings.HasPrefix(got, want) {
+			t.Fatalf("guest on host %d got %q, want %q...", i, got, want)
+		}
+		// OFFER and ACK from its own host, nothing from the other.
+		if n := s.srv.Replies(); n != 2 {
+			t.Errorf("host %d's server sent %d replies, want 2", i, n)
+		}
+		if n := sides[1-i].srv.Replies(); n != int64(2*i) { // its own guest's, if served already
+			t.Errorf("host %d's server answered a guest of host %d (%d replies)", 1-i, i, n)
+		}
+		// Silence by decision: the flooded requests did reach it.
+		if sides[1-i].srv.Requests() == heard {
+			t.Errorf("host %d's server never saw host %d's guest's requests across VXLAN", 1-i, i)
+		}
+	}
+}

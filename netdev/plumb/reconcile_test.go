@@ -223,13 +223,14 @@ func TestReconcileLifecycle(t *testing.T) {
 		}
 	})
 
-	// d2: red loses a remote and a tap, gains one, its neighbor moves host
-	// and its MTU drops; blue goes; green takes blue's VNI.
+	// d2: red loses a remote and a tap, gains one, a tap changes owner, its
+	// neighbor moves host and its MTU drops; blue goes; green takes blue's
+	// VNI.
 	d2 := Desired{Networks: []Network{{
 		Bridge: "kvb-red", VXLAN: "kvx-red", VNI: 100, Local: addr("192.0.2.1"), MTU: 1400,
 		Remotes:   []netip.Addr{addr("192.0.2.2"), addr("192.0.2.4")},
 		Neighbors: []Neighbor{{MAC: macA, Remote: addr("192.0.2.4")}, {MAC: macB, Remote: addr("192.0.2.2")}},
-		Taps:      []Tap{{Name: "kvt-red1", Owner: netdev.TapOwner{UID: 1000, GID: 1000}}, {Name: "kvt-red3", Owner: netdev.TapOwner{UID: 1001, GID: -1}}},
+		Taps:      []Tap{{Name: "kvt-red1", Owner: netdev.TapOwner{UID: 1002, GID: 1000}}, {Name: "kvt-red3", Owner: netdev.TapOwner{UID: 1001, GID: -1}}},
 	}, {
 		Bridge: "kvb-green", VXLAN: "kvx-green", VNI: 200, Local: addr("192.0.2.1"),
 		Remotes: []netip.Addr{addr("192.0.2.3")},
@@ -239,7 +240,7 @@ func TestReconcileLifecycle(t *testing.T) {
 		"kvb-red": {Kind: "bridge", MTU: 1400, Up: true},
 		"kvx-red": {Kind: "vxlan", Master: "kvb-red", MTU: 1400, Up: true, VNI: 100, Local: "192.0.2.1", Port: 4789,
 			FDB: []string{"00:00:00:00:00:00>192.0.2.2", "00:00:00:00:00:00>192.0.2.4", "52:54:00:00:00:0a>192.0.2.4", "52:54:00:00:00:0b>192.0.2.2"}},
-		"kvt-red1":  {Kind: "tuntap", Master: "kvb-red", MTU: 1400, Up: true, Owner: 1000},
+		"kvt-red1":  {Kind: "tuntap", Master: "kvb-red", MTU: 1400, Up: true, Owner: 1002},
 		"kvt-red3":  {Kind: "tuntap", Master: "kvb-red", MTU: 1400, Up: true, Owner: 1001},
 		"kvb-green": {Kind: "bridge", MTU: 1450, Up: true},
 		"kvx-green": {Kind: "vxlan", Master: "kvb-green", MTU: 1450, Up: true, VNI: 200, Local: "192.0.2.1", Port: 4789,
