@@ -238,18 +238,16 @@ func validatePreBoot(c *VMConfig) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	// Validate covers the rate limits, but only after a lossy clamp of
+	// absurd refill times; check those on the wire values.
 	for _, d := range c.Drives {
-		if d.RateLimiter != nil {
-			if err := d.RateLimiter.validate(); err != nil {
-				return fmt.Errorf("drive %s: rate_limiter: %w", d.DriveID, err)
-			}
+		if err := d.RateLimiter.checkWire(); err != nil {
+			return fmt.Errorf("drive %s: rate_limiter: %w", d.DriveID, err)
 		}
 	}
 	for _, n := range c.NetworkInterfaces {
-		if n.RateLimiter != nil {
-			if err := n.RateLimiter.validate(); err != nil {
-				return fmt.Errorf("network interface %s: rate_limiter: %w", n.IfaceID, err)
-			}
+		if err := n.RateLimiter.checkWire(); err != nil {
+			return fmt.Errorf("network interface %s: rate_limiter: %w", n.IfaceID, err)
 		}
 	}
 	return nil

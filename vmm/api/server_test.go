@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 )
 
 // testConfig is a configuration with one drive and one interface, as a
@@ -139,6 +140,9 @@ func TestHandlers(t *testing.T) {
 		{"driveNoPath", "fresh", "PUT", "/drives/root", `{"drive_id": "root"}`, 400, CodeInvalid, ""},
 		{"driveBadID", "fresh", "PUT", "/drives/a.b", `{"drive_id": "a.b", "path_on_host": "/r.img"}`, 400, CodeInvalid, ""},
 		{"driveLongID", "fresh", "PUT", "/drives/" + strings.Repeat("a", 21), `{"drive_id": "x", "path_on_host": "/r.img"}`, 400, CodeInvalid, ""},
+		{"driveHugeRefill", "fresh", "PUT", "/drives/root", `{"drive_id": "root", "path_on_host": "/r.img", "rate_limiter": {"ops": {"size": 1, "refill_time": 18446744073709551615}}}`, 400, CodeInvalid, ""},
+		{"driveDayRefill", "fresh", "PUT", "/drives/root", `{"drive_id": "root", "path_on_host": "/r.img", "rate_limiter": {"ops": {"size": 1, "refill_time": 86400001}}}`, 400, CodeInvalid, ""},
+		{"driveNoLimit", "fresh", "PUT", "/drives/root", `{"drive_id": "root", "path_on_host": "/r.img", "rate_limiter": {"ops": {"size": 0}}}`, 204, "", ""},
 		{"driveZeroBucket", "fresh", "PUT", "/drives/root", `{"drive_id": "root", "path_on_host": "/r.img", "rate_limiter": {"ops": {"size": 0, "refill_time": 100}}}`, 400, CodeInvalid, ""},
 		{"driveRunning", "running", "PUT", "/drives/data", `{"drive_id": "data", "path_on_host": "/d.img"}`, 409, CodeWrongState, ""},
 		{"driveNoID", "fresh", "PUT", "/drives/", `{}`, 404, CodeNotFound, ""},
@@ -234,8 +238,8 @@ func TestConfigureAndStart(t *testing.T) {
 		len(got.Nets) != 1 || got.Nets[0].Tap != "tap0" {
 		t.Fatalf("launched with %+v", got)
 	}
-	if rl := l.started[0].Drives[1].RateLimiter; rl == nil || rl.Ops == nil || rl.Ops.Size != 10 {
-		t.Fatalf("pre-boot PATCH lost: %+v", l.started[0].Drives[1])
+	if rl := got.Disks[1].RateLimit; rl.Ops.Size != 10 || rl.Ops.RefillTime != 100*time.Millisecond || rl.Bandwidth.Enabled() {
+		t.Fatalf("pre-boot PATCH lost: %+v", got.Disks[1])
 	}
 	rec = do(s, "GET", "/vm", "")
 	if err := json.Unmarshal(rec.Body.Bytes(), &info); err != nil || info.State != "running" || info.UptimeSeconds != 2 || len(info.Config.Drives) != 2 {
@@ -399,6 +403,11 @@ func TestConfigFromVMM(t *testing.T) {
 	back := ConfigFromVMM(c.VMMConfig())
 	if back.Drives[0].DriveID != "root" || back.NetworkInterfaces[0].IfaceID != "net0" || back.MachineConfig != c.MachineConfig {
 		t.Fatalf("round trip %+v", back)
+	}
+	c.Drives[0].RateLimiter = &RateLimiter{Bandwidth: &TokenBucket{Size: 1 << 20, RefillTimeMs: 500, OneTimeBurst: 4096}}
+	back = ConfigFromVMM(c.VMMConfig())
+	if rl := back.Drives[0].RateLimiter; rl == nil || *rl.Bandwidth != *c.Drives[0].RateLimiter.Bandwidth || rl.Ops != nil {
+		t.Fatalf("rate limiter round trip %+v", rl)
 	}
 	c.Drives[0].DriveID = ""
 	if got := ConfigFromVMM(c.VMMConfig()).Drives[0].DriveID; got != "drive0" {

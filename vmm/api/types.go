@@ -28,7 +28,8 @@ type MachineConfig struct {
 }
 
 // TokenBucket is one rate limit: Size tokens (bytes or operations) refilled
-// every RefillTimeMs milliseconds, plus a one-time burst at start.
+// every RefillTimeMs milliseconds, plus a one-time burst at start. Size 0
+// (with no refill time or burst) does not limit.
 type TokenBucket struct {
 	// Size is the bucket's capacity and the tokens added per refill period.
 	Size uint64 `json:"size"`
@@ -110,10 +111,10 @@ func (c *VMConfig) VMMConfig() vmm.Config {
 		cfg.Kernel, cfg.Initrd, cfg.Cmdline = c.BootSource.KernelImagePath, c.BootSource.InitrdPath, c.BootSource.BootArgs
 	}
 	for _, d := range c.Drives {
-		cfg.Disks = append(cfg.Disks, vmm.DiskConfig{Path: d.PathOnHost, ReadOnly: d.IsReadOnly, ID: d.DriveID})
+		cfg.Disks = append(cfg.Disks, vmm.DiskConfig{Path: d.PathOnHost, ReadOnly: d.IsReadOnly, ID: d.DriveID, RateLimit: d.RateLimiter.Limits()})
 	}
 	for _, n := range c.NetworkInterfaces {
-		cfg.Nets = append(cfg.Nets, vmm.NetConfig{Tap: n.HostDevName, MAC: n.GuestMAC})
+		cfg.Nets = append(cfg.Nets, vmm.NetConfig{Tap: n.HostDevName, MAC: n.GuestMAC, RateLimit: n.RateLimiter.Limits()})
 	}
 	return cfg
 }
@@ -132,10 +133,11 @@ func ConfigFromVMM(cfg vmm.Config) VMConfig {
 		if id == "" {
 			id = fmt.Sprintf("drive%d", i)
 		}
-		c.Drives = append(c.Drives, Drive{DriveID: id, PathOnHost: d.Path, IsReadOnly: d.ReadOnly})
+		c.Drives = append(c.Drives, Drive{DriveID: id, PathOnHost: d.Path, IsReadOnly: d.ReadOnly, RateLimiter: rateLimiterFrom(d.RateLimit)})
 	}
 	for i, n := range cfg.Nets {
-		c.NetworkInterfaces = append(c.NetworkInterfaces, NetworkInterface{IfaceID: fmt.Sprintf("net%d", i), HostDevName: n.Tap, GuestMAC: n.MAC})
+		c.NetworkInterfaces = append(c.NetworkInterfaces, NetworkInterface{IfaceID: fmt.Sprintf("net%d", i), HostDevName: n.Tap, GuestMAC: n.MAC,
+			RateLimiter: rateLimiterFrom(n.RateLimit)})
 	}
 	return c
 }
@@ -156,22 +158,57 @@ func validID(id string) bool {
 	return true
 }
 
-// validate checks a rate limiter's numbers: a bucket that never refills
-// or holds nothing would stall the device forever.
+// Limits converts the wire form to the devices' limits; a missing bucket
+// does not limit.
+func (rl *RateLimiter) Limits() vmm.RateLimit {
+	var l vmm.RateLimit
+	if rl == nil {
+		return l
+	}
+	conv := func(tb *TokenBucket) vmm.TokenBucket {
+		if tb == nil {
+			return vmm.TokenBucket{}
+		}
+		// Above a day (what the devices accept) the product could wrap;
+		// clamp so Validate reports it instead.
+		ms := min(tb.RefillTimeMs, uint64(maxRefillMs))
+		return vmm.TokenBucket{Size: tb.Size, OneTimeBurst: tb.OneTimeBurst, RefillTime: time.Duration(ms) * time.Millisecond}
+	}
+	l.Bandwidth, l.Ops = conv(rl.Bandwidth), conv(rl.Ops)
+	return l
+}
+
+// maxRefillMs is past any refill time the devices accept (a day), and
+// small enough that it converts to a time.Duration without wrapping.
+const maxRefillMs = 48 * 3600 * 1000
+
+// rateLimiterFrom is the wire form of a device's limits; nil when they do
+// not limit.
+func rateLimiterFrom(l vmm.RateLimit) *RateLimiter {
+	if !l.Enabled() {
+		return nil
+	}
+	conv := func(b vmm.TokenBucket) *TokenBucket {
+		if !b.Enabled() {
+			return nil
+		}
+		return &TokenBucket{Size: b.Size, OneTimeBurst: b.OneTimeBurst, RefillTimeMs: uint64(b.RefillTime / time.Millisecond)}
+	}
+	return &RateLimiter{Bandwidth: conv(l.Bandwidth), Ops: conv(l.Ops)}
+}
+
+// validate checks the limiter as the devices will.
 func (rl *RateLimiter) validate() error {
-	for _, b := range []struct {
-		name string
-		tb   *TokenBucket
-	}{{"bandwidth", rl.Bandwidth}, {"ops", rl.Ops}} {
-		if b.tb == nil {
-			continue
-		}
-		if b.tb.Size == 0 || b.tb.RefillTimeMs == 0 {
-			return fmt.Errorf("%s: size and refill_time must be positive", b.name)
-		}
-		if b.tb.RefillTimeMs > uint64(time.Hour/time.Millisecond) {
-			return fmt.Errorf("%s: refill_time %d ms is over an hour", b.name, b.tb.RefillTimeMs)
-		}
+	if err := rl.checkWire(); err != nil {
+		return err
+	}
+	return rl.Limits().Validate()
+}
+
+// checkWire refuses refill times Limits would have to clamp.
+func (rl *RateLimiter) checkWire() error {
+	if rl != nil && (rl.Bandwidth != nil && rl.Bandwidth.RefillTimeMs > maxRefillMs || rl.Ops != nil && rl.Ops.RefillTimeMs > maxRefillMs) {
+		return fmt.Errorf("refill_time over %d ms", uint64(maxRefillMs))
 	}
 	return nil
 }
