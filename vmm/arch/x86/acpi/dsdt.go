@@ -14,7 +14,7 @@ const (
 )
 
 // dsdt holds \_S5 (soft-off through the FADT sleep control register), COM1,
-// the PCI host bridge with its windows, a motherboard resource device
+// the PCI host bridge with its windows and INTx routing (_PRT), a motherboard resource device
 // reserving the ECAM window (Linux checks ECAM against ACPI reservations as
 // well as e820), and the pvpanic device if configured.
 func dsdt(c Config) ([]byte, error) {
@@ -44,6 +44,7 @@ func dsdt(c Config) ([]byte, error) {
 			aml.Name("_SEG", aml.Integer(0)),
 			aml.Name("_BBN", aml.Integer(0)),
 			aml.Name("_CRS", aml.ResourceTemplate(crs...)),
+			aml.Name("_PRT", prt()),
 		),
 		aml.Device("MRES",
 			aml.Name("_HID", aml.EISAIDObject("PNP0C02")),
