@@ -249,12 +249,21 @@ func (r *Reconciler) bridge(n *Network) (netlink.Link, error) {
 			return nil, fmt.Errorf("look up new bridge %s: %w", n.Bridge, err)
 		}
 	}
+	if err := r.sysctls(n.Bridge, bridgeSysctls); err != nil {
+		return nil, err
+	}
 	return l, r.port(l, n.mtu(), 0)
 }
 
-// port brings l to mtu, under master (0: none asked) and up.
+// port brings l to mtu, under master (0: none asked) and up. A bridge
+// port also gets portSysctls.
 func (r *Reconciler) port(l netlink.Link, mtu, master int) error {
 	a := l.Attrs()
+	if master != 0 {
+		if err := r.sysctls(a.Name, portSysctls); err != nil {
+			return err
+		}
+	}
 	if master != 0 && a.MasterIndex != master {
 		if err := r.nl.LinkSetMasterByIndex(l, master); err != nil {
 			return fmt.Errorf("attach %s to bridge: %w", a.Name, err)

@@ -80,6 +80,9 @@ type linkState struct {
 	FDB      []string // "mac>dst", sorted
 	// TAP only.
 	Owner uint32
+	// Managed links only: net.ipv4.conf.NAME.forwarding and
+	// net.ipv6.conf.NAME.disable_ipv6.
+	Sysctls string
 }
 
 func (s linkState) String() string {
@@ -120,9 +123,40 @@ func snapshot(t *testing.T, ns *netdev.Namespace) map[string]linkState {
 		case *netlink.Tuntap:
 			s.Owner = v.Owner
 		}
+		if kindOf(l) != kindOther {
+			s.Sysctls = readSysctls(t, ns, a.Name, kindOf(l) == kindBridge)
+		}
 		out[a.Name] = s
 	}
 	return out
+}
+
+// readSysctls gives forwarding (bridges only: ports keep the namespace's
+// default) and disable_ipv6.
+func readSysctls(t *testing.T, ns *netdev.Namespace, name string, bridge bool) string {
+	t.Helper()
+	var out []string
+	err := ns.Do(func() error {
+		for _, p := range []string{"ipv4/conf/" + name + "/forwarding", "ipv6/conf/" + name + "/disable_ipv6"} {
+			b, err := os.ReadFile("/proc/sys/net/" + p)
+			if err != nil {
+				return err
+			}
+			out = append(out, strings.TrimSpace(string(b)))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bridge {
+		return "fwd=" + out[0] + " nov6=" + out[1]
+	}
+	return "nov6=" + out[1]
+}
+
+func writeSysctl(ns *netdev.Namespace, path, value string) error {
+	return ns.Do(func() error { return os.WriteFile("/proc/sys/net/"+path, []byte(value), 0o644) })
 }
 
 func diffStates(t *testing.T, got, want map[string]linkState) {
@@ -192,13 +226,13 @@ func TestReconcileLifecycle(t *testing.T) {
 	}}}
 	want1 := maps.Clone(foreign)
 	maps.Copy(want1, map[string]linkState{
-		"kvb-red": {Kind: "bridge", MTU: 1450, Up: true},
-		"kvx-red": {Kind: "vxlan", Master: "kvb-red", MTU: 1450, Up: true, VNI: 100, Local: "192.0.2.1", Port: 4789,
+		"kvb-red": {Kind: "bridge", MTU: 1450, Up: true, Sysctls: "fwd=0 nov6=1"},
+		"kvx-red": {Kind: "vxlan", Master: "kvb-red", MTU: 1450, Up: true, Sysctls: "nov6=1", VNI: 100, Local: "192.0.2.1", Port: 4789,
 			FDB: []string{"00:00:00:00:00:00>192.0.2.2", "00:00:00:00:00:00>192.0.2.3", "52:54:00:00:00:0a>192.0.2.2"}},
-		"kvt-red1": {Kind: "tuntap", Master: "kvb-red", MTU: 1450, Up: true, Owner: 1000},
-		"kvt-red2": {Kind: "tuntap", Master: "kvb-red", MTU: 1450, Up: true},
-		"kvb-blue": {Kind: "bridge", MTU: 1450, Up: true},
-		"kvx-blue": {Kind: "vxlan", Master: "kvb-blue", MTU: 1450, Up: true, VNI: 200, Local: "192.0.2.1", Port: 4789,
+		"kvt-red1": {Kind: "tuntap", Master: "kvb-red", MTU: 1450, Up: true, Sysctls: "nov6=1", Owner: 1000},
+		"kvt-red2": {Kind: "tuntap", Master: "kvb-red", MTU: 1450, Up: true, Sysctls: "nov6=1"},
+		"kvb-blue": {Kind: "bridge", MTU: 1450, Up: true, Sysctls: "fwd=0 nov6=1"},
+		"kvx-blue": {Kind: "vxlan", Master: "kvb-blue", MTU: 1450, Up: true, Sysctls: "nov6=1", VNI: 200, Local: "192.0.2.1", Port: 4789,
 			FDB: []string{"00:00:00:00:00:00>192.0.2.2"}},
 	})
 
@@ -237,13 +271,13 @@ func TestReconcileLifecycle(t *testing.T) {
 	}}}
 	want2 := maps.Clone(foreign)
 	maps.Copy(want2, map[string]linkState{
-		"kvb-red": {Kind: "bridge", MTU: 1400, Up: true},
-		"kvx-red": {Kind: "vxlan", Master: "kvb-red", MTU: 1400, Up: true, VNI: 100, Local: "192.0.2.1", Port: 4789,
+		"kvb-red": {Kind: "bridge", MTU: 1400, Up: true, Sysctls: "fwd=0 nov6=1"},
+		"kvx-red": {Kind: "vxlan", Master: "kvb-red", MTU: 1400, Up: true, Sysctls: "nov6=1", VNI: 100, Local: "192.0.2.1", Port: 4789,
 			FDB: []string{"00:00:00:00:00:00>192.0.2.2", "00:00:00:00:00:00>192.0.2.4", "52:54:00:00:00:0a>192.0.2.4", "52:54:00:00:00:0b>192.0.2.2"}},
-		"kvt-red1":  {Kind: "tuntap", Master: "kvb-red", MTU: 1400, Up: true, Owner: 1002},
-		"kvt-red3":  {Kind: "tuntap", Master: "kvb-red", MTU: 1400, Up: true, Owner: 1001},
-		"kvb-green": {Kind: "bridge", MTU: 1450, Up: true},
-		"kvx-green": {Kind: "vxlan", Master: "kvb-green", MTU: 1450, Up: true, VNI: 200, Local: "192.0.2.1", Port: 4789,
+		"kvt-red1":  {Kind: "tuntap", Master: "kvb-red", MTU: 1400, Up: true, Sysctls: "nov6=1", Owner: 1002},
+		"kvt-red3":  {Kind: "tuntap", Master: "kvb-red", MTU: 1400, Up: true, Sysctls: "nov6=1", Owner: 1001},
+		"kvb-green": {Kind: "bridge", MTU: 1450, Up: true, Sysctls: "fwd=0 nov6=1"},
+		"kvx-green": {Kind: "vxlan", Master: "kvb-green", MTU: 1450, Up: true, Sysctls: "nov6=1", VNI: 200, Local: "192.0.2.1", Port: 4789,
 			FDB: []string{"00:00:00:00:00:00>192.0.2.3"}},
 	})
 	t.Run("update", func(t *testing.T) {
@@ -298,6 +332,8 @@ func TestReconcileLifecycle(t *testing.T) {
 			{"bridge under a tap's name", func() error {
 				return errors.Join(nl.LinkDel(mustLink("kvt-red3")), nl.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "kvt-red3"}}))
 			}},
+			{"forwarding turned on for every device", func() error { return writeSysctl(ns, "ipv4/conf/all/forwarding", "1") }},
+			{"ipv6 back on a tap", func() error { return writeSysctl(ns, "ipv6/conf/kvt-red1/disable_ipv6", "0") }},
 			{"leftover bridge, vxlan and tap of an old network", func() error {
 				return errors.Join(
 					nl.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "kvb-old"}}),
