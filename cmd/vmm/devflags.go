@@ -7,20 +7,25 @@ import (
 	"os"
 	"strings"
 
+	"kvmstack/virtio/ratelimit"
 	"kvmstack/vmm"
 )
 
-// diskFlags collects repeated --disk path=PATH[,readonly=on][,id=ID].
+// diskFlags collects repeated --disk path=PATH[,readonly=on][,id=ID] with
+// the rate-limit keys (ratelimit.OptionKeys: bw=2M,iops=500,...).
 type diskFlags []vmm.DiskConfig
 
 func (d *diskFlags) String() string { return fmt.Sprint(len(*d), " disks") }
 
 func (d *diskFlags) Set(s string) error {
-	kv, err := parseKV(s, "path", "readonly", "id")
+	kv, err := parseKV(s, append([]string{"path", "readonly", "id"}, ratelimit.OptionKeys...)...)
 	if err != nil {
 		return err
 	}
 	disk := vmm.DiskConfig{Path: kv["path"], ID: kv["id"]}
+	if err := setRateLimit(&disk.RateLimit, kv); err != nil {
+		return fmt.Errorf("%q: %w", s, err)
+	}
 	if disk.Path == "" {
 		return fmt.Errorf("%q: path= is required", s)
 	}
@@ -33,20 +38,37 @@ func (d *diskFlags) Set(s string) error {
 	return nil
 }
 
-// netFlags collects repeated --net tap=NAME[,mac=MAC].
+// netFlags collects repeated --net tap=NAME[,mac=MAC] with the rate-limit
+// keys, which limit each direction.
 type netFlags []vmm.NetConfig
 
 func (n *netFlags) String() string { return fmt.Sprint(len(*n), " nets") }
 
 func (n *netFlags) Set(s string) error {
-	kv, err := parseKV(s, "tap", "mac")
+	kv, err := parseKV(s, append([]string{"tap", "mac"}, ratelimit.OptionKeys...)...)
 	if err != nil {
 		return err
 	}
 	if kv["tap"] == "" {
 		return fmt.Errorf("%q: tap= is required", s)
 	}
-	*n = append(*n, vmm.NetConfig{Tap: kv["tap"], MAC: kv["mac"]})
+	nc := vmm.NetConfig{Tap: kv["tap"], MAC: kv["mac"]}
+	if err := setRateLimit(&nc.RateLimit, kv); err != nil {
+		return fmt.Errorf("%q: %w", s, err)
+	}
+	*n = append(*n, nc)
+	return nil
+}
+
+// setRateLimit applies the rate-limit keys present in kv.
+func setRateLimit(l *vmm.RateLimit, kv map[string]string) error {
+	for _, k := range ratelimit.OptionKeys {
+		if v, ok := kv[k]; ok {
+			if err := l.SetOption(k, v); err != nil {
+				return err
+			}
+		}
+	}
 	return nil
 }
 

@@ -35,6 +35,9 @@ func TestDeviceFlags(t *testing.T) {
 		{"diskBadReadonly", []string{"--disk", "path=" + img + ",readonly=maybe"}, nil, nil, false, "on or off"},
 		{"diskMissing", []string{"--disk", "path=/nonexistent.img"}, nil, nil, false, "/nonexistent.img"},
 		{"diskIDTooLong", []string{"--disk", "path=" + img + ",id=" + strings.Repeat("x", 21)}, nil, nil, false, "longer than 20"},
+		{"diskRateLimit", []string{"--disk", "path=" + img + ",bw=2M,iops=500,iops_burst=100"}, []vmm.DiskConfig{{Path: img, RateLimit: limits(t, "bw=2M", "iops=500", "iops_burst=100")}}, nil, false, ""},
+		{"diskBadRate", []string{"--disk", "path=" + img + ",bw=fast"}, nil, nil, false, "bw"},
+		{"netRateLimit", []string{"--net", "tap=tap0,bw=1M"}, nil, []vmm.NetConfig{{Tap: "tap0", RateLimit: limits(t, "bw=1M")}}, false, ""},
 		{"netNoTap", []string{"--net", "mac=52:54:00:12:34:56"}, nil, nil, false, "tap= is required"},
 		{"netBadMAC", []string{"--net", "tap=tap0,mac=zz"}, nil, nil, false, "MAC"},
 		{"netMulticastMAC", []string{"--net", "tap=tap0,mac=01:00:5e:00:00:01"}, nil, nil, false, "multicast"},
@@ -92,4 +95,17 @@ func TestConfigFile(t *testing.T) {
 			t.Errorf("config %s: error %v, want %q", bad.json, err, bad.err)
 		}
 	}
+}
+
+// limits builds the RateLimit the given key=value options describe.
+func limits(t *testing.T, opts ...string) vmm.RateLimit {
+	t.Helper()
+	var l vmm.RateLimit
+	for _, o := range opts {
+		k, v, _ := strings.Cut(o, "=")
+		if err := l.SetOption(k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return l
 }
