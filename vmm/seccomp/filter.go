@@ -88,6 +88,7 @@ var Rules = []Rule{
 	{Name: "newfstatat", Why: "os.Stat (snapshot directory)"},
 	{Name: "mkdirat", Why: "snapshot directory"},
 	{Name: "renameat", Why: "snapshot files put in place atomically"},
+	{Name: "renameat2", Why: "snapshot files put in place atomically (os.Rename on newer kernels)"},
 	{Name: "unlinkat", Why: "snapshot temporary files removed"},
 	{Name: "getdents64", Why: "reading a directory (snapshot)"},
 	{Name: "fcntl", Why: "os.NewFile and the poller check fd flags"},
