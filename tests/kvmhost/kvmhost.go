@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -170,6 +171,8 @@ func (h *Host) Exec(ctx context.Context, args []string, watch func(line string))
 		return -1, fmt.Errorf("kvmhost: command too long for the kernel command line (%d bytes encoded)", len(enc))
 	}
 	cfg := h.cfg
+	monitor := filepath.Join(h.tmp, "monitor")
+	_ = os.Remove(monitor)
 	// One vCPU in the test host (see Config.CPUs): with two, multi-threaded
 	// TCG often ran a stale translation of kernel code the host had just
 	// patched through int3 when KVM flipped static keys ("Oops: int3"), and
@@ -182,10 +185,20 @@ func (h *Host) Exec(ctx context.Context, args []string, watch func(line string))
 		"-kernel", filepath.Join(cfg.Dir, "vmlinuz"), "-initrd", h.archive,
 		"-append", "console=ttyS0 quiet loglevel=4 panic=-1 rdinit=/init kvmhost.cmd="+enc,
 		"-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot",
-		"-device", "isa-debug-exit,iobase=0xf4,iosize=0x01")
+		"-device", "isa-debug-exit,iobase=0xf4,iosize=0x01",
+		"-monitor", "unix:"+monitor+",server=on,wait=off")
 	cmd.Stdin = nil
 	cmd.Stderr = io.Discard // TCG feature warnings
 	cmd.WaitDelay = 5 * time.Second
+	// A run cancelled because it wedged says where the test host's CPU was
+	// before it dies: with RIP and CR3 one can tell the host kernel from a
+	// nested guest, which is all a frozen test host can still tell.
+	cmd.Cancel = func() error {
+		if state, err := monitorCommand(monitor, "info registers"); err == nil {
+			fmt.Fprintf(cfg.Output, "kvmhost: test host CPU when cancelled:\n%s\n", state)
+		}
+		return cmd.Process.Kill()
+	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return -1, err
@@ -219,6 +232,36 @@ func (h *Host) Exec(ctx context.Context, args []string, watch func(line string))
 		return -1, fmt.Errorf("kvmhost: test host ended without a status (qemu: %v)", werr)
 	}
 	return status, nil
+}
+
+// monitorCommand runs one human monitor command over QEMU's monitor socket
+// and returns what it printed.
+func monitorCommand(sock, command string) (string, error) {
+	c, err := net.DialTimeout("unix", sock, 2*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte(command + "\n")); err != nil {
+		return "", err
+	}
+	var out strings.Builder
+	buf := make([]byte, 4096)
+	for {
+		n, err := c.Read(buf)
+		out.Write(buf[:n])
+		// The reply ends with the next prompt after the echoed command.
+		if s := out.String(); strings.Count(s, "(qemu)") >= 2 || err != nil {
+			break
+		}
+	}
+	s := strings.ReplaceAll(out.String(), "\r", "")
+	// Drop the banner and the echo: keep what follows the echoed command.
+	if i := strings.Index(s, command+"\n"); i >= 0 {
+		s = s[i+len(command)+1:]
+	}
+	return strings.TrimSuffix(strings.TrimSpace(s), "(qemu)"), nil
 }
 
 func writeArchive(name string, cfg Config) error {

@@ -187,3 +187,39 @@ func TestRunSplitRecoversFromWedgedHost(t *testing.T) {
 		})
 	}
 }
+
+// TestExecCancelReportsCPU cancels a test host that is busy forever and
+// checks that it is killed and says where its CPU was.
+func TestExecCancelReportsCPU(t *testing.T) {
+	dir, _ := filepath.Abs("../../build/kvmhost")
+	if err := Available(dir); err != nil {
+		t.Skipf("test host not prepared here: %v", err)
+	}
+	if testing.Short() {
+		t.Skip("boots a QEMU test host; skipped in -short")
+	}
+	var out bytes.Buffer
+	h, err := Prepare(Config{Dir: dir, Output: &out, WorkDir: "/tmp"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	watch := func(line string) {
+		if strings.Contains(line, "spinning") {
+			cancel()
+		}
+	}
+	start := time.Now()
+	status, err := h.Exec(ctx, []string{"sh", "-c", "echo spinning; while :; do :; done"}, watch)
+	if err == nil {
+		t.Fatalf("Exec returned status %d, want a cancellation error", status)
+	}
+	if time.Since(start) > 2*time.Minute {
+		t.Errorf("cancel took %v", time.Since(start))
+	}
+	if !strings.Contains(out.String(), "test host CPU when cancelled") || !strings.Contains(out.String(), "RIP=") {
+		t.Errorf("no CPU state in output:\n%s", out.String())
+	}
+}
