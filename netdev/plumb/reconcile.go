@@ -205,6 +205,11 @@ func (r *Reconciler) lookup(name string, k kind) (netlink.Link, error) {
 	}
 }
 
+// network converges one network: links exist with the right kind and
+// fixed attributes, then their settings in one trip into the namespace
+// (before anything comes up, so no IPv6 chatter escapes), then master, MTU
+// and up, then the forwarding entries. A failing TAP does not stop the
+// others.
 func (r *Reconciler) network(ctx context.Context, n *Network) error {
 	br, err := r.bridge(n)
 	if err != nil {
@@ -217,20 +222,40 @@ func (r *Reconciler) network(ctx context.Context, n *Network) error {
 	if err != nil {
 		return err
 	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if err := r.fdb(n, vx); err != nil {
-		return err
-	}
 	var errs []error
+	taps := make([]netlink.Link, 0, len(n.Taps))
 	for _, t := range n.Taps {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := r.tap(n, t, br); err != nil {
+		l, err := r.tap(t)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		taps = append(taps, l)
+	}
+	settings := map[string][]linkSysctl{n.Bridge: bridgeSysctls, n.VXLAN: portSysctls}
+	for _, l := range taps {
+		settings[l.Attrs().Name] = portSysctls
+	}
+	if err := r.sysctls(settings); err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	mtu, master := n.mtu(), br.Attrs().Index
+	if err := r.port(br, mtu, 0); err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	for _, l := range append([]netlink.Link{vx}, taps...) {
+		if err := r.port(l, mtu, master); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := r.fdb(n, vx); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -249,21 +274,12 @@ func (r *Reconciler) bridge(n *Network) (netlink.Link, error) {
 			return nil, fmt.Errorf("look up new bridge %s: %w", n.Bridge, err)
 		}
 	}
-	if err := r.sysctls(n.Bridge, bridgeSysctls); err != nil {
-		return nil, err
-	}
-	return l, r.port(l, n.mtu(), 0)
+	return l, nil
 }
 
-// port brings l to mtu, under master (0: none asked) and up. A bridge
-// port also gets portSysctls.
+// port brings l to mtu, under master (0: none asked) and up.
 func (r *Reconciler) port(l netlink.Link, mtu, master int) error {
 	a := l.Attrs()
-	if master != 0 {
-		if err := r.sysctls(a.Name, portSysctls); err != nil {
-			return err
-		}
-	}
 	if master != 0 && a.MasterIndex != master {
 		if err := r.nl.LinkSetMasterByIndex(l, master); err != nil {
 			return fmt.Errorf("attach %s to bridge: %w", a.Name, err)
@@ -322,7 +338,7 @@ func (r *Reconciler) vxlan(n *Network, br netlink.Link) (netlink.Link, error) {
 			return nil, fmt.Errorf("look up new vxlan %s: %w", n.VXLAN, err)
 		}
 	}
-	return l, r.port(l, n.mtu(), br.Attrs().Index)
+	return l, nil
 }
 
 // vxlanDiff says why have cannot serve as want, or "" if it can.
@@ -424,10 +440,10 @@ func FDB(nl *netlink.Handle, vxlanIndex int) ([]netlink.Neigh, error) {
 	}
 }
 
-func (r *Reconciler) tap(n *Network, t Tap, br netlink.Link) error {
+func (r *Reconciler) tap(t Tap) (netlink.Link, error) {
 	l, err := r.lookup(t.Name, kindTap)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if l != nil {
 		tt := l.(*netlink.Tuntap)
@@ -435,18 +451,18 @@ func (r *Reconciler) tap(n *Network, t Tap, br netlink.Link) error {
 		// can be compared. Changing it needs the TAP free.
 		if (t.Owner.UID >= 0 && tt.Owner != uint32(t.Owner.UID)) || (t.Owner.GID >= 0 && tt.Group != uint32(t.Owner.GID)) {
 			if err := r.ns.CreatePersistentTap(t.Name, t.Owner); err != nil {
-				return fmt.Errorf("tap %s owner %d/%d (has %d/%d): %w", t.Name, t.Owner.UID, t.Owner.GID, tt.Owner, tt.Group, err)
+				return nil, fmt.Errorf("tap %s owner %d/%d (has %d/%d): %w", t.Name, t.Owner.UID, t.Owner.GID, tt.Owner, tt.Group, err)
 			}
 			r.log.Info("changed tap owner", "name", t.Name, "uid", t.Owner.UID, "gid", t.Owner.GID)
 		}
 	} else {
 		if err := r.ns.CreatePersistentTap(t.Name, t.Owner); err != nil {
-			return fmt.Errorf("create tap: %w", err)
+			return nil, fmt.Errorf("create tap: %w", err)
 		}
 		r.log.Info("created tap", "name", t.Name, "uid", t.Owner.UID, "gid", t.Owner.GID)
 		if l, err = r.nl.LinkByName(t.Name); err != nil {
-			return fmt.Errorf("look up new tap %s: %w", t.Name, err)
+			return nil, fmt.Errorf("look up new tap %s: %w", t.Name, err)
 		}
 	}
-	return r.port(l, n.mtu(), br.Attrs().Index)
+	return l, nil
 }

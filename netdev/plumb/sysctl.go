@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -27,35 +29,43 @@ var (
 	portSysctls   = []linkSysctl{{"ipv6", "disable_ipv6", "1"}}
 )
 
-// sysctls applies settings to link name, inside the namespace (each
-// namespace has its own /proc/sys/net, chosen by the thread that opens it).
-// A family the kernel lacks (no /proc/sys/net/ipv6) is skipped.
-func (r *Reconciler) sysctls(name string, settings []linkSysctl) error {
-	var changed []string
+// sysctls applies settings (by link name), inside the namespace: each
+// namespace has its own /proc/sys/net, chosen by the thread that opens it,
+// so all of them are done in one trip onto such a thread. A family the
+// kernel lacks (no /proc/sys/net/ipv6) is skipped.
+func (r *Reconciler) sysctls(settings map[string][]linkSysctl) error {
+	type change struct{ name, setting string }
+	var changed []change
+	names := slices.Sorted(maps.Keys(settings))
 	err := r.ns.Do(func() error {
-		for _, s := range settings {
-			p := filepath.Join("/proc/sys/net", s.family, "conf", name, s.key)
-			b, err := os.ReadFile(p)
-			if errors.Is(err, fs.ErrNotExist) && s.family == "ipv6" {
-				if _, err := os.Stat("/proc/sys/net/ipv6"); errors.Is(err, fs.ErrNotExist) {
+		var errs []error
+		for _, name := range names {
+			for _, s := range settings[name] {
+				p := filepath.Join("/proc/sys/net", s.family, "conf", name, s.key)
+				b, err := os.ReadFile(p)
+				if errors.Is(err, fs.ErrNotExist) && s.family == "ipv6" {
+					if _, err := os.Stat("/proc/sys/net/ipv6"); errors.Is(err, fs.ErrNotExist) {
+						continue
+					}
+				}
+				if err != nil {
+					errs = append(errs, fmt.Errorf("read %s: %w", p, err))
 					continue
 				}
+				if strings.TrimSpace(string(b)) == s.value {
+					continue
+				}
+				if err := os.WriteFile(p, []byte(s.value), 0o644); err != nil {
+					errs = append(errs, fmt.Errorf("write %s: %w", p, err))
+					continue
+				}
+				changed = append(changed, change{name, s.family + "." + s.key + "=" + s.value})
 			}
-			if err != nil {
-				return fmt.Errorf("read %s: %w", p, err)
-			}
-			if strings.TrimSpace(string(b)) == s.value {
-				continue
-			}
-			if err := os.WriteFile(p, []byte(s.value), 0o644); err != nil {
-				return fmt.Errorf("write %s: %w", p, err)
-			}
-			changed = append(changed, s.family+"."+s.key+"="+s.value)
 		}
-		return nil
+		return errors.Join(errs...)
 	})
-	if len(changed) > 0 {
-		r.log.Info("set link sysctls", "name", name, "settings", changed)
+	for _, c := range changed {
+		r.log.Info("set link sysctl", "name", c.name, "setting", c.setting)
 	}
 	return err
 }
