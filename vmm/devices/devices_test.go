@@ -256,3 +256,157 @@ func FuzzSerial(f *testing.F) {
 		}
 	})
 }
+
+// sciProbe records SCI level changes.
+type sciProbe struct{ levels []bool }
+
+func (p *sciProbe) set(level bool) { p.levels = append(p.levels, level) }
+
+func (p *sciProbe) level() bool { return len(p.levels) > 0 && p.levels[len(p.levels)-1] }
+
+func w16(a *ACPIPM, off uint64, v uint16) { a.Write(off, []byte{byte(v), byte(v >> 8)}) }
+
+func r16(a *ACPIPM, off uint64) uint16 {
+	b := make([]byte, 2)
+	a.Read(off, b)
+	return uint16(b[0]) | uint16(b[1])<<8
+}
+
+func TestACPIPMPowerButton(t *testing.T) {
+	type step struct {
+		do      func(a *ACPIPM) bool // returns PressPowerButton's result, or true
+		sci     bool
+		status  uint16
+		enable  uint16
+		pressed bool
+	}
+	press := func(a *ACPIPM) bool { return a.PressPowerButton() }
+	enable := func(v uint16) func(a *ACPIPM) bool {
+		return func(a *ACPIPM) bool { w16(a, acpiPM1Enable, v); return true }
+	}
+	clear16 := func(v uint16) func(a *ACPIPM) bool {
+		return func(a *ACPIPM) bool { w16(a, acpiPM1Status, v); return true }
+	}
+	byteAt := func(off uint64, v byte) func(a *ACPIPM) bool {
+		return func(a *ACPIPM) bool { wr(a, off, v); return true }
+	}
+	tests := []struct {
+		name  string
+		steps []step
+	}{
+		{"press with the event enabled raises the SCI until the status is cleared", []step{
+			{enable(pm1PowerButton), false, 0, pm1PowerButton, true},
+			{press, true, pm1PowerButton, pm1PowerButton, true},
+			{clear16(0), true, pm1PowerButton, pm1PowerButton, true}, // writing 0 clears nothing
+			{clear16(pm1PowerButton), false, 0, pm1PowerButton, true},
+		}},
+		{"press before the driver enables it latches; enabling raises the SCI", []step{
+			{press, false, pm1PowerButton, 0, false},
+			{enable(pm1PowerButton), true, pm1PowerButton, pm1PowerButton, true},
+			{enable(0), false, pm1PowerButton, 0, true},
+			{clear16(0xffff), false, 0, 0, true},
+		}},
+		{"byte accesses", []step{
+			{byteAt(acpiPM1Enable+1, 0x01), false, 0, pm1PowerButton, true},
+			{press, true, pm1PowerButton, pm1PowerButton, true},
+			{byteAt(acpiPM1Status, 0xff), true, pm1PowerButton, pm1PowerButton, true}, // low byte holds no power button bit
+			{byteAt(acpiPM1Status+1, 0x01), false, 0, pm1PowerButton, true},
+		}},
+		{"unimplemented enable bits do not stick", []step{
+			{enable(0xffff), false, 0, pm1PowerButton, true},
+			{enable(1 << 5), false, 0, 0, true}, // GBL_EN: ACPICA then knows there is no global lock
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var p sciProbe
+			a := NewACPIPM(5, 1, nil, nil)
+			a.SetSCI(p.set)
+			for i, s := range tt.steps {
+				got := s.do(a)
+				if got != s.pressed {
+					t.Errorf("step %d: result %v, want %v", i, got, s.pressed)
+				}
+				if p.level() != s.sci {
+					t.Errorf("step %d: SCI %v, want %v", i, p.level(), s.sci)
+				}
+				if st, en := r16(a, acpiPM1Status), r16(a, acpiPM1Enable); st != s.status || en != s.enable {
+					t.Errorf("step %d: status %#x enable %#x, want %#x %#x", i, st, en, s.status, s.enable)
+				}
+			}
+			for i := 1; i < len(p.levels); i++ {
+				if p.levels[i] == p.levels[i-1] {
+					t.Errorf("SCI driven to %v twice in a row: %v", p.levels[i], p.levels)
+				}
+			}
+		})
+	}
+}
+
+func TestACPIPMControl(t *testing.T) {
+	const slpTypS5, slpEn = 5 << 10, 1 << 13
+	tests := []struct {
+		name  string
+		write func(a *ACPIPM)
+		off   int
+		read  uint16
+	}{
+		{"S5 in one 16-bit write", func(a *ACPIPM) { w16(a, acpiPM1Control, slpTypS5|slpEn) }, 1, slpTypS5 | pm1SCIEnable},
+		{"ACPICA's sequence: SLP_TYP, then SLP_TYP|SLP_EN", func(a *ACPIPM) {
+			w16(a, acpiPM1Control, slpTypS5)
+			w16(a, acpiPM1Control, slpTypS5|slpEn)
+		}, 1, slpTypS5 | pm1SCIEnable},
+		{"SLP_TYP alone", func(a *ACPIPM) { w16(a, acpiPM1Control, slpTypS5) }, 0, slpTypS5 | pm1SCIEnable},
+		{"S3 is not offered", func(a *ACPIPM) { w16(a, acpiPM1Control, 3<<10|slpEn) }, 0, 3<<10 | pm1SCIEnable},
+		{"high byte alone", func(a *ACPIPM) { wr(a, acpiPM1Control+1, 5<<2|sleepEnable) }, 1, slpTypS5 | pm1SCIEnable},
+		{"SCI_EN cannot be cleared", func(a *ACPIPM) { w16(a, acpiPM1Control, 0) }, 0, pm1SCIEnable},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			off := 0
+			a := NewACPIPM(5, 1, func() { off++ }, nil)
+			tt.write(a)
+			if off != tt.off {
+				t.Errorf("power-offs %d, want %d", off, tt.off)
+			}
+			if got := r16(a, acpiPM1Control); got != tt.read {
+				t.Errorf("PM1 control reads %#x, want %#x", got, tt.read)
+			}
+		})
+	}
+}
+
+// FuzzACPIPM drives the register block with arbitrary guest accesses and
+// presses: the SCI must always follow status&enable, change only when it
+// changes, and nothing may panic.
+func FuzzACPIPM(f *testing.F) {
+	f.Add([]byte{0x06, 0x00, 0x01, 0xff, 0x04, 0x00, 0x01, 0x08, 0x00, 0x34})
+	f.Add([]byte{0xff, 0x07, 0x01, 0x05, 0x01})
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		var p sciProbe
+		a := NewACPIPM(5, 1, func() {}, func() {})
+		a.SetSCI(p.set)
+		for i := 0; i+2 < len(ops); i += 3 {
+			op, off := ops[i], uint64(ops[i+1]%ACPIPMPorts)
+			switch op % 4 {
+			case 0:
+				a.PressPowerButton()
+			case 1:
+				a.Write(off, []byte{ops[i+2]})
+			case 2:
+				a.Write(off, []byte{ops[i+2], op})
+			case 3:
+				a.Read(off, make([]byte, 1+int(op>>6)))
+			}
+			want := r16(a, acpiPM1Status)&r16(a, acpiPM1Enable) != 0
+			if p.level() != want {
+				t.Fatalf("op %d: SCI %v, status&enable says %v", i/3, p.level(), want)
+			}
+		}
+		for i := 1; i < len(p.levels); i++ {
+			if p.levels[i] == p.levels[i-1] {
+				t.Fatalf("SCI driven to %v twice in a row", p.levels[i])
+			}
+		}
+	})
+}

@@ -83,6 +83,15 @@ const (
 	SleepStatusPort uint16 = 0x3c1
 	// ResetPort is the FADT RESET_REG; writing ResetValue resets the VM.
 	ResetPort uint16 = 0x3c2
+	// PM1EventPort is the FADT PM1a_EVT_BLK: the 16-bit PM1 status
+	// register, then the 16-bit PM1 enable register (PWRBTN_STS/EN).
+	PM1EventPort uint16 = 0x3c4
+	// PM1ControlPort is the FADT PM1a_CNT_BLK (16 bits: SCI_EN, SLP_TYP,
+	// SLP_EN), where a full-ACPI guest powers off.
+	PM1ControlPort uint16 = 0x3c8
+	// SCIIRQ is the ACPI SCI: ISA IRQ and GSI 9, level-triggered, active
+	// high (the MADT's interrupt source override says so).
+	SCIIRQ uint8 = 9
 	// ResetValue is the FADT RESET_VALUE.
 	ResetValue uint8 = 0x1
 	// S5SleepType is the SLP_TYP of \_S5_ (soft off).

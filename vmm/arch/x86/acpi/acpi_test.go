@@ -81,6 +81,18 @@ func decode(t *testing.T, m *memory.Memory, rsdpAddr memory.GuestAddr) decoded {
 	dsdtAddr := binary.LittleEndian.Uint64(fadt[140:])
 	d.tables["DSDT"] = table(t, m, dsdtAddr, "DSDT")
 	d.addrs["DSDT"] = dsdtAddr
+	if facsAddr := uint64(binary.LittleEndian.Uint32(fadt[36:])); facsAddr != 0 {
+		// The FACS has no checksum and no standard header.
+		f := read(t, m, facsAddr, 64)
+		if string(f[:4]) != "FACS" || binary.LittleEndian.Uint32(f[4:]) != 64 || facsAddr%64 != 0 {
+			t.Fatalf("FACS at %#x: signature %q length %d", facsAddr, f[:4], binary.LittleEndian.Uint32(f[4:]))
+		}
+		d.tables["FACS"] = f
+		d.addrs["FACS"] = facsAddr
+	}
+	if x := binary.LittleEndian.Uint64(fadt[132:]); x != 0 {
+		t.Fatalf("X_FIRMWARE_CTRL %#x set: the 32-bit field alone names the FACS", x)
+	}
 	for sig, addr := range d.addrs {
 		end := addr + uint64(len(d.tables[sig]))
 		if addr < uint64(x86.ACPITablesAddr) || end > uint64(x86.ACPITablesEnd) {
@@ -146,8 +158,16 @@ func TestGolden(t *testing.T) {
 	checkGolden(t, "madt-2cpus.bin", d.tables["APIC"])
 	checkGolden(t, "mcfg.bin", d.tables["MCFG"])
 	checkGolden(t, "dsdt.aml", d.tables["DSDT"])
+	checkGolden(t, "facs.bin", d.tables["FACS"])
+	if len(d.tables) != 5 {
+		t.Errorf("tables %v, want FACP, APIC, MCFG, DSDT, FACS", keys(d.tables))
+	}
+	c.PowerButton, c.Overrides = false, nil
+	m, rsdp = writeTables(t, c)
+	d = decode(t, m, rsdp)
+	checkGolden(t, "fadt-hw-reduced.bin", d.tables["FACP"])
 	if len(d.tables) != 4 {
-		t.Errorf("tables %v, want FACP, APIC, MCFG, DSDT", keys(d.tables))
+		t.Errorf("hardware-reduced tables %v, want FACP, APIC, MCFG, DSDT", keys(d.tables))
 	}
 }
 
@@ -160,49 +180,105 @@ func keys(m map[string][]byte) []string {
 }
 
 func TestFADT(t *testing.T) {
-	m, rsdp := writeTables(t, DefaultConfig(1))
-	d := decode(t, m, rsdp)
-	f := d.tables["FACP"]
-	if len(f) != 276 || f[8] != 6 {
-		t.Fatalf("FADT length %d revision %d, want 276, 6", len(f), f[8])
+	const (
+		hwReduced   = 1 << 20
+		resetRegSup = 1 << 10
+		pwrButton   = 1 << 4 // set: no fixed-feature power button
+		slpButton   = 1 << 5
+	)
+	for _, tc := range []struct {
+		name        string
+		powerButton bool
+		flagsSet    uint32
+		flagsClear  uint32
+	}{
+		{"hardware-reduced", false, hwReduced | resetRegSup | pwrButton | slpButton, 0},
+		{"full ACPI with power button", true, resetRegSup | slpButton, hwReduced | pwrButton},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := DefaultConfig(1)
+			c.PowerButton = tc.powerButton
+			m, rsdp := writeTables(t, c)
+			d := decode(t, m, rsdp)
+			f := d.tables["FACP"]
+			if len(f) != 276 || f[8] != 6 {
+				t.Fatalf("FADT length %d revision %d, want 276, 6", len(f), f[8])
+			}
+			le := binary.LittleEndian
+			flags := le.Uint32(f[112:])
+			if flags&tc.flagsSet != tc.flagsSet || flags&tc.flagsClear != 0 {
+				t.Errorf("FADT flags %#x: want %#x set and %#x clear", flags, tc.flagsSet, tc.flagsClear)
+			}
+			gasCheck := func(name string, off int, port uint16) {
+				g := f[off : off+12]
+				if g[0] != 1 || g[1] != 8 || g[2] != 0 || g[3] != 1 || le.Uint64(g[4:]) != uint64(port) {
+					t.Errorf("%s = % x, want SystemIO byte register at %#x", name, g, port)
+				}
+			}
+			gasCheck("RESET_REG", 116, x86.ResetPort)
+			if f[128] != x86.ResetValue {
+				t.Errorf("RESET_VALUE %#x", f[128])
+			}
+			if sci := le.Uint16(f[46:]); sci != uint16(x86.SCIIRQ) {
+				t.Errorf("SCI_INT %d", sci)
+			}
+			// Legacy fixed-hardware blocks: only PM1a event and control, and
+			// only with the power button. SMI_CMD (48) stays zero: always in
+			// ACPI mode.
+			want := make([]byte, 276)
+			if tc.powerButton {
+				le.PutUint32(want[36:], uint32(d.addrs["FACS"]))
+				le.PutUint32(want[56:], uint32(x86.PM1EventPort))
+				le.PutUint32(want[64:], uint32(x86.PM1ControlPort))
+				want[88], want[89] = 4, 2
+			}
+			for off := 36; off < 92; off++ {
+				if off == 46 || off == 47 || off == 40 { // SCI_INT; DSDT checked below
+					continue
+				}
+				if f[off] != want[off] {
+					t.Errorf("FADT byte %d = %#x, want %#x", off, f[off], want[off])
+				}
+			}
+			// X_ blocks unused (the 32-bit fields suffice below 4 GiB).
+			for off := 148; off < 244; off++ {
+				if f[off] != 0 {
+					t.Errorf("X_ PM block byte %d = %#x", off, f[off])
+				}
+			}
+			if tc.powerButton {
+				if d.tables["FACS"] == nil {
+					t.Fatal("full ACPI without a FACS")
+				}
+				for off := 244; off < 268; off++ {
+					if f[off] != 0 {
+						t.Errorf("sleep register byte %d = %#x in a full-ACPI FADT", off, f[off])
+					}
+				}
+			} else {
+				if d.tables["FACS"] != nil {
+					t.Error("hardware-reduced FADT names a FACS")
+				}
+				gasCheck("SLEEP_CONTROL_REG", 244, x86.SleepControlPort)
+				gasCheck("SLEEP_STATUS_REG", 256, x86.SleepStatusPort)
+			}
+			if dsdt32 := le.Uint32(f[40:]); dsdt32 != 0 {
+				t.Errorf("32-bit DSDT %#x set alongside X_DSDT", dsdt32)
+			}
+			if ba := le.Uint16(f[109:]); ba&(1<<3) != 0 {
+				t.Errorf("IAPC_BOOT_ARCH %#x says MSI is not supported", ba)
+			}
+		})
 	}
-	flags := binary.LittleEndian.Uint32(f[112:])
-	for _, fl := range []struct {
-		name string
-		bit  uint32
-	}{{"HW_REDUCED_ACPI", 1 << 20}, {"RESET_REG_SUP", 1 << 10}, {"PWR_BUTTON", 1 << 4}, {"SLP_BUTTON", 1 << 5}} {
-		if flags&fl.bit == 0 {
-			t.Errorf("FADT flags %#x: %s clear", flags, fl.name)
-		}
-	}
-	gasCheck := func(name string, off int, port uint16) {
-		g := f[off : off+12]
-		if g[0] != 1 || g[1] != 8 || g[2] != 0 || g[3] != 1 || binary.LittleEndian.Uint64(g[4:]) != uint64(port) {
-			t.Errorf("%s = % x, want SystemIO byte register at %#x", name, g, port)
-		}
-	}
-	gasCheck("RESET_REG", 116, x86.ResetPort)
-	gasCheck("SLEEP_CONTROL_REG", 244, x86.SleepControlPort)
-	gasCheck("SLEEP_STATUS_REG", 256, x86.SleepStatusPort)
-	if f[128] != x86.ResetValue {
-		t.Errorf("RESET_VALUE %#x", f[128])
-	}
-	// No legacy fixed-hardware blocks, 32-bit or extended.
-	for off := 56; off < 92; off++ {
-		if f[off] != 0 {
-			t.Errorf("legacy PM block byte %d = %#x", off, f[off])
-		}
-	}
-	for off := 148; off < 244; off++ {
-		if f[off] != 0 {
-			t.Errorf("X_ PM block byte %d = %#x", off, f[off])
-		}
-	}
-	if dsdt32 := binary.LittleEndian.Uint32(f[40:]); dsdt32 != 0 {
-		t.Errorf("32-bit DSDT %#x set alongside X_DSDT", dsdt32)
-	}
-	if ba := binary.LittleEndian.Uint16(f[109:]); ba&(1<<3) != 0 {
-		t.Errorf("IAPC_BOOT_ARCH %#x says MSI is not supported", ba)
+}
+
+func TestDefaultConfigSCIOverride(t *testing.T) {
+	c := DefaultConfig(2)
+	m, rsdp := writeTables(t, c)
+	madt := decode(t, m, rsdp).tables["APIC"]
+	checkMADT(t, madt, c)
+	if len(c.Overrides) != 1 || c.Overrides[0] != (InterruptOverride{Source: 9, GSI: 9, Flags: 0xD}) {
+		t.Fatalf("default overrides %+v, want the SCI's (9 → 9, level, active high)", c.Overrides)
 	}
 }
 

@@ -70,7 +70,20 @@ type Config struct {
 	// PVPanic declares the pvpanic device (QEMU0001) at x86.PVPanicPort,
 	// so the guest's pvpanic driver reports panics there.
 	PVPanic bool
+	// PowerButton makes the platform full ACPI instead of hardware-
+	// reduced: a FACS, the PM1a event block (PWRBTN_STS/PWRBTN_EN) and
+	// control block (SLP_TYP/SLP_EN, where the guest then powers off)
+	// on x86.PM1EventPort and x86.PM1ControlPort, the fixed-feature
+	// power button, and the SCI on x86.SCIIRQ. Linux's button driver
+	// turns a press into an orderly power-off.
+	PowerButton bool
 }
+
+// SCIOverride is the MADT interrupt source override for the SCI: ISA IRQ 9
+// on GSI 9, level-triggered and active high (MPS INTI flags 0b1101), as
+// KVM's IOAPIC sees the line vmm drives. Without it Linux assumes the ACPI
+// default, active low.
+var SCIOverride = InterruptOverride{Source: x86.SCIIRQ, GSI: uint32(x86.SCIIRQ), Flags: 0xD}
 
 // DefaultPCIHostBridge is the bridge of the x86 layout: ECAM for bus 0,
 // the 32-bit BAR window below the ECAM, and every I/O port except the
@@ -85,9 +98,11 @@ func DefaultPCIHostBridge() PCIHostBridge {
 }
 
 // DefaultConfig is the configuration for cpus vCPUs on the x86 layout,
-// with the pvpanic device.
+// with the pvpanic device and the ACPI power button (and so its SCI
+// override).
 func DefaultConfig(cpus int) Config {
-	return Config{CPUs: cpus, PCI: DefaultPCIHostBridge(), PVPanic: true}
+	return Config{CPUs: cpus, PCI: DefaultPCIHostBridge(), PVPanic: true, PowerButton: true,
+		Overrides: []InterruptOverride{SCIOverride}}
 }
 
 func (c Config) validate() error {

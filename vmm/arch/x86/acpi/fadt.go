@@ -29,25 +29,79 @@ const (
 	bootArch          = bootArchNoVGA | bootArchNoASPM | bootArchNoCMOSRTC
 )
 
-// sciInterrupt is the conventional PC SCI. A hardware-reduced platform has
-// no SCI events; Linux ignores the field there, and the value keeps the
-// table valid for parsers that check it.
-const sciInterrupt = 9
+// FADT field offsets used beyond the header.
+const (
+	fadtFirmwareCtrl = 36
+	fadtSCIInt       = 46
+	fadtPM1aEvtBlk   = 56
+	fadtPM1aCntBlk   = 64
+	fadtPM1EvtLen    = 88
+	fadtPM1CntLen    = 89
+	fadtBootArch     = 109
+	fadtFlags        = 112
+	fadtResetReg     = 116
+	fadtResetValue   = 128
+	fadtMinorVersion = 131
+	fadtXDSDT        = 140
+	fadtSleepControl = 244
+	fadtSleepStatus  = 256
+)
 
-// fadt is a hardware-reduced FADT revision 6: no PM1/PM2/timer/GPE blocks,
-// the sleep control and status registers and the reset register on the
-// layout's ports, and the DSDT through X_DSDT only.
-func fadt(dsdtAddr uint64) []byte {
+// PM1 block lengths in bytes: status and enable registers of 16 bits each,
+// and a 16-bit control register.
+const (
+	pm1EvtLen = 4
+	pm1CntLen = 2
+)
+
+// fadt is a FADT revision 6 with the reset register and the DSDT through
+// X_DSDT only. Hardware-reduced (c.PowerButton false): no PM1/PM2/timer/GPE
+// blocks, the sleep control and status registers instead, and no SCI (the
+// SCI_INT field keeps the conventional 9 for parsers that check it). Full
+// ACPI (c.PowerButton true): the PM1a event and control blocks, the FACS,
+// the fixed-feature power button and the SCI on x86.SCIIRQ; SMI_CMD stays
+// zero, which says the platform is always in ACPI mode. No PM timer (ACPI
+// 5.0A made it optional) and no GPE blocks.
+func fadt(c Config, dsdtAddr, facsAddr uint64) []byte {
 	b := sdt("FACP", 6)
 	b = append(b, make([]byte, fadtSize-headerSize)...)
-	binary.LittleEndian.PutUint16(b[46:], sciInterrupt)
-	binary.LittleEndian.PutUint16(b[109:], bootArch)
-	binary.LittleEndian.PutUint32(b[112:], fadtWBINVD|fadtPowerButton|fadtSleepButton|fadtResetRegSup|fadtHWReducedACPI)
-	copy(b[116:128], gas(x86.ResetPort))
-	b[128] = x86.ResetValue
-	b[131] = 0 // FADT minor version: 6.0
-	binary.LittleEndian.PutUint64(b[140:], dsdtAddr)
-	copy(b[244:256], gas(x86.SleepControlPort))
-	copy(b[256:268], gas(x86.SleepStatusPort))
+	le := binary.LittleEndian
+	le.PutUint16(b[fadtSCIInt:], uint16(x86.SCIIRQ))
+	le.PutUint16(b[fadtBootArch:], bootArch)
+	flags := uint32(fadtWBINVD | fadtSleepButton | fadtResetRegSup)
+	if c.PowerButton {
+		le.PutUint32(b[fadtFirmwareCtrl:], uint32(facsAddr))
+		le.PutUint32(b[fadtPM1aEvtBlk:], uint32(x86.PM1EventPort))
+		le.PutUint32(b[fadtPM1aCntBlk:], uint32(x86.PM1ControlPort))
+		b[fadtPM1EvtLen] = pm1EvtLen
+		b[fadtPM1CntLen] = pm1CntLen
+	} else {
+		flags |= fadtPowerButton | fadtHWReducedACPI
+		copy(b[fadtSleepControl:fadtSleepControl+12], gas(x86.SleepControlPort))
+		copy(b[fadtSleepStatus:fadtSleepStatus+12], gas(x86.SleepStatusPort))
+	}
+	le.PutUint32(b[fadtFlags:], flags)
+	copy(b[fadtResetReg:fadtResetReg+12], gas(x86.ResetPort))
+	b[fadtResetValue] = x86.ResetValue
+	b[fadtMinorVersion] = 0 // FADT minor version: 6.0
+	le.PutUint64(b[fadtXDSDT:], dsdtAddr)
 	return finish(b)
+}
+
+// FACS layout (ACPI 6.0 5.2.10): 64 bytes, 64-byte aligned, no checksum.
+const (
+	facsSize    = 64
+	facsAlign   = 64
+	facsVersion = 2
+)
+
+// facs is the firmware ACPI control structure a full-ACPI platform must
+// have. No waking vector (vmm offers no S3) and no global lock (the PM1
+// enable register does not keep GBL_EN, so Linux marks the lock absent).
+func facs() []byte {
+	b := make([]byte, facsSize)
+	copy(b[0:4], "FACS")
+	binary.LittleEndian.PutUint32(b[4:], facsSize)
+	b[32] = facsVersion
+	return b
 }

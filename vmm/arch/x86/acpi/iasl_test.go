@@ -16,7 +16,21 @@ func TestIASLDisassembles(t *testing.T) {
 	if err != nil {
 		t.Skip("iasl not installed (apt-get install acpica-tools): skipping the independent ACPICA check")
 	}
+	for _, powerButton := range []bool{false, true} {
+		name := "hardware-reduced"
+		if powerButton {
+			name = "full ACPI"
+		}
+		t.Run(name, func(t *testing.T) { iaslCheck(t, iasl, powerButton) })
+	}
+}
+
+func iaslCheck(t *testing.T, iasl string, powerButton bool) {
 	c := DefaultConfig(4)
+	c.PowerButton = powerButton
+	if !powerButton {
+		c.Overrides = nil
+	}
 	c.PCI.MMIO64 = Window{Base: 1 << 40, Size: 1 << 36}
 	m, rsdp := writeTables(t, c)
 	d := decode(t, m, rsdp)
@@ -26,6 +40,14 @@ func TestIASLDisassembles(t *testing.T) {
 		"APIC": {"Processor Local APIC", "Local Apic ID : 03", "I/O APIC", "Address : FEC00000", "Local APIC NMI"},
 		"MCFG": {"Base Address : 00000000E0000000", "End Bus Number : 00"},
 		"DSDT": {"Name (\\_S5, Package (0x04) // _S5_: S5 System State { 0x05, Zero, Zero, Zero })", "EisaId (\"PNP0501\")", "EisaId (\"PNP0A08\")", "IRQNoFlags ()", "QWordMemory", "Memory32Fixed (ReadOnly,", "Name (_HID, \"QEMU0001\")", "0x0505, // Range Minimum"},
+	}
+	if powerButton {
+		wants["FACP"] = []string{"Hardware Reduced (V5) : 0", "Power Button (V1) : 0", "Reset Register Supported (V2) : 1",
+			"SCI Interrupt : 0009", "PM1A Event Block Address : 000003C4", "PM1A Control Block Address : 000003C8",
+			"PM1 Event Block Length : 04", "PM1 Control Block Length : 02", "SMI Command Port : 00000000",
+			"Address : 00000000000003C2", "Value to cause reset : 01"}
+		wants["APIC"] = append(wants["APIC"], "Interrupt Source Override", "Source : 09", "Interrupt : 00000009", "Polarity : 1", "Trigger Mode : 3")
+		wants["FACS"] = []string{"Length : 00000040", "Version : 02"}
 	}
 	for sig, b := range d.tables {
 		path := filepath.Join(dir, strings.ToLower(sig)+".dat")

@@ -11,8 +11,8 @@ import (
 // kernel's scan of the BIOS area.
 const tableAlign = 16
 
-// Build lays the tables out for base: the RSDP at base, then DSDT, FADT,
-// MADT, MCFG and XSDT, each aligned. It returns the image to copy to base.
+// Build lays the tables out for base: the RSDP at base, then the FACS
+// (full ACPI only), DSDT, FADT, MADT, MCFG and XSDT, each aligned. It returns the image to copy to base.
 func Build(c Config, base memory.GuestAddr) ([]byte, error) {
 	if err := c.validate(); err != nil {
 		return nil, fmt.Errorf("ACPI tables: %w", err)
@@ -30,6 +30,12 @@ func Build(c Config, base memory.GuestAddr) ([]byte, error) {
 	}
 	put := func(addr uint64, b []byte) { copy(img[addr-uint64(base):], b) }
 	rsdpAddr := place(rsdpSize)
+	var facsAddr uint64
+	if c.PowerButton {
+		// The FACS needs 64-byte alignment: pad to it first.
+		img = append(img, make([]byte, (facsAlign-(uint64(base)+uint64(len(img)))%facsAlign)%facsAlign)...)
+		facsAddr = place(facsSize)
+	}
 	dsdtAddr := place(len(d))
 	fadtAddr := place(fadtSize)
 	madtAddr := place(len(ma))
@@ -38,7 +44,10 @@ func Build(c Config, base memory.GuestAddr) ([]byte, error) {
 	x := xsdt(tables)
 	xsdtAddr := place(len(x))
 	put(dsdtAddr, d)
-	put(fadtAddr, fadt(dsdtAddr))
+	if c.PowerButton {
+		put(facsAddr, facs())
+	}
+	put(fadtAddr, fadt(c, dsdtAddr, facsAddr))
 	put(madtAddr, ma)
 	put(mcfgAddr, mc)
 	put(xsdtAddr, x)
