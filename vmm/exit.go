@@ -45,6 +45,8 @@ type vcpuState interface {
 // exitStats counts exits by kind; read by metrics and benchmarks.
 type exitStats struct {
 	io, mmio, unhandledIO, unhandledMMIO, int3Fixups, other atomic.Uint64
+	// interrupted counts KVM_RUN returning EINTR (kicks and signals).
+	interrupted atomic.Uint64
 }
 
 // exitHandler routes decoded exits. It holds no vCPU: everything it needs

@@ -11,8 +11,8 @@ import (
 //	   │                  │                  │
 //	   └──────stop────────┴──────stop────────┴──▶ stopped
 //
-// A restored machine starts in paused: start keeps it there (its vCPUs come
-// up parked) and resume lets it run.
+// A restored machine goes from created to paused (restore) before Run;
+// start keeps it there (its vCPUs come up parked) and resume lets it run.
 type State int
 
 // The states, in lifecycle order.
@@ -64,6 +64,9 @@ const (
 	OpSnapshot = "snapshot"
 	// OpStop ends the run from any state but stopped.
 	OpStop = "stop"
+	// OpRestore marks a machine built from a snapshot: created → paused,
+	// before Run.
+	OpRestore = "restore"
 )
 
 // transitions is the whole state machine: for each operation, the state
@@ -76,6 +79,7 @@ var transitions = map[string]map[State]State{
 	OpShutdown: {StateRunning: StateRunning},
 	OpSnapshot: {StatePaused: StatePaused},
 	OpStop:     {StateCreated: StateStopped, StateRunning: StateStopped, StatePaused: StateStopped},
+	OpRestore:  {StateCreated: StatePaused},
 }
 
 // TransitionError is an operation the machine's state does not allow.

@@ -8,17 +8,17 @@ import (
 )
 
 var allStates = []State{StateCreated, StateRunning, StatePaused, StateStopped}
-var allOps = []string{OpStart, OpPause, OpResume, OpShutdown, OpSnapshot, OpStop}
+var allOps = []string{OpStart, OpPause, OpResume, OpShutdown, OpSnapshot, OpStop, OpRestore}
 
 // TestNextEveryPair lists the expected outcome of every (state, op) pair
 // by hand, independently of the transitions table.
 func TestNextEveryPair(t *testing.T) {
 	const refused = State(-1)
 	want := map[State]map[string]State{
-		StateCreated: {OpStart: StateRunning, OpPause: refused, OpResume: refused, OpShutdown: refused, OpSnapshot: refused, OpStop: StateStopped},
-		StateRunning: {OpStart: refused, OpPause: StatePaused, OpResume: refused, OpShutdown: StateRunning, OpSnapshot: refused, OpStop: StateStopped},
-		StatePaused:  {OpStart: StatePaused, OpPause: refused, OpResume: StateRunning, OpShutdown: refused, OpSnapshot: StatePaused, OpStop: StateStopped},
-		StateStopped: {OpStart: refused, OpPause: refused, OpResume: refused, OpShutdown: refused, OpSnapshot: refused, OpStop: refused},
+		StateCreated: {OpStart: StateRunning, OpPause: refused, OpResume: refused, OpShutdown: refused, OpSnapshot: refused, OpStop: StateStopped, OpRestore: StatePaused},
+		StateRunning: {OpStart: refused, OpPause: StatePaused, OpResume: refused, OpShutdown: StateRunning, OpSnapshot: refused, OpStop: StateStopped, OpRestore: refused},
+		StatePaused:  {OpStart: StatePaused, OpPause: refused, OpResume: StateRunning, OpShutdown: refused, OpSnapshot: StatePaused, OpStop: StateStopped, OpRestore: refused},
+		StateStopped: {OpStart: refused, OpPause: refused, OpResume: refused, OpShutdown: refused, OpSnapshot: refused, OpStop: refused, OpRestore: refused},
 	}
 	n := 0
 	for _, from := range allStates {
@@ -129,7 +129,9 @@ func TestLifecycleSequences(t *testing.T) {
 			{OpResume, false, StateStopped, StateStopped},
 			{OpStop, false, StateStopped, StateStopped},
 		}},
-		{"restored", StatePaused, []step{
+		{"restored", StateCreated, []step{
+			{OpRestore, true, StatePaused, StateCreated},
+			{OpRestore, false, StatePaused, StatePaused},
 			{OpStart, true, StatePaused, StatePaused},
 			{OpResume, true, StateRunning, StatePaused},
 			{OpStart, false, StateRunning, StateRunning},

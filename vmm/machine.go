@@ -10,6 +10,8 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"kvmstack/firmware"
 	"kvmstack/vmm/arch/x86"
@@ -46,12 +48,28 @@ type Machine struct {
 	pci     *pcibus.Bus
 	gsi     *pcibus.GSIRouter
 	virtio  []pciFunction
+	acpiPM  *devices.ACPIPM
 
-	stopOnce sync.Once
-	stopMu   sync.Mutex
-	outcome  Outcome
-	stopErr  error
-	stopped  chan struct{}
+	// life is the lifecycle state machine; ctlMu serialises the control
+	// operations (Pause, Resume, Shutdown, snapshots) that move it.
+	life  *Lifecycle
+	ctlMu sync.Mutex
+	// gate parks the vCPUs while paused.
+	gate *vcpuGate
+	// inputHold is held (a value in it) while paused, and by the serial
+	// input pump around each delivery, so no input reaches a paused
+	// guest's UART.
+	inputHold chan struct{}
+	// runTime[i] is vCPU i's time in KVM_RUN, in nanoseconds.
+	runTime []atomic.Int64
+
+	stopOnce  sync.Once
+	stopMu    sync.Mutex
+	outcome   Outcome
+	stopErr   error
+	startedAt time.Time
+	endedAt   time.Time
+	stopped   chan struct{}
 }
 
 // New builds a machine from cfg: it opens KVM, maps guest RAM, loads the
@@ -64,7 +82,7 @@ func New(cfg Config, log *slog.Logger) (_ *Machine, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	m := &Machine{cfg: cfg, log: log, stopped: make(chan struct{})}
+	m := newMachine(cfg, log)
 	defer func() {
 		if err != nil {
 			if cerr := m.Close(); cerr != nil {
@@ -120,6 +138,20 @@ func New(cfg Config, log *slog.Logger) (_ *Machine, err error) {
 	log.Info("machine ready", "kernel", cfg.Kernel, "format", m.kernel.Format, "entry", m.kernel.Mode.String(),
 		"cpus", cfg.CPUs, "memory_mib", cfg.MemoryBytes>>20, "emulating_host", m.profile.Emulating, "cmdline", m.cmdline)
 	return m, nil
+}
+
+// newMachine is a machine with nothing built yet, in StateCreated; New and
+// Restore fill it in.
+func newMachine(cfg Config, log *slog.Logger) *Machine {
+	return &Machine{cfg: cfg, log: log, stopped: make(chan struct{}), life: NewLifecycle(StateCreated), gate: newVCPUGate(),
+		inputHold: make(chan struct{}, 1), runTime: make([]atomic.Int64, cfg.CPUs)}
+}
+
+// markRestored puts a machine built from a snapshot in StatePaused before
+// its first Run, which then starts every vCPU parked until Resume.
+func (m *Machine) markRestored() error {
+	_, err := m.life.Apply(OpRestore)
+	return err
 }
 
 // checkHost refuses a KVM that lacks what vmm cannot do without, naming it.
@@ -199,13 +231,21 @@ func (m *Machine) setupDevices() error {
 	})
 	powerOff := func() { m.Stop(OutcomePowerOff, nil) }
 	reset := func() { m.Stop(OutcomeReset, nil) }
+	m.acpiPM = devices.NewACPIPM(x86.S5SleepType, x86.ResetValue, powerOff, reset)
+	m.acpiPM.SetSCI(func(level bool) {
+		// Level-triggered (the MADT override says so): KVM's IOAPIC
+		// re-delivers after EOI while the line stays high.
+		if err := m.vm.IRQLine(uint32(x86.SCIIRQ), level); err != nil {
+			m.Stop(OutcomeError, fmt.Errorf("ACPI SCI: %w", err))
+		}
+	})
 	regs := []struct {
 		base, size uint64
 		dev        devices.Device
 	}{
 		{devices.COM1Base, devices.SerialPorts, m.serial},
 		{devices.I8042Base, devices.I8042Ports, devices.NewI8042(reset)},
-		{uint64(x86.SleepControlPort), devices.ACPIPMPorts, devices.NewACPIPM(x86.S5SleepType, x86.ResetValue, powerOff, reset)},
+		{uint64(x86.SleepControlPort), devices.ACPIPMPorts, m.acpiPM},
 		{uint64(x86.PVPanicPort), 1, devices.NewPVPanic(func() { m.Stop(OutcomeCrash, errors.New("guest kernel panicked (pvpanic)")) })},
 		{0x80, 1, devices.Sink{}},
 	}
@@ -335,10 +375,15 @@ func (m *Machine) Memory() *memory.Memory { return m.mem }
 // goroutine, including device callbacks on vCPU threads.
 func (m *Machine) Stop(outcome Outcome, err error) {
 	m.stopOnce.Do(func() {
+		if _, lerr := m.life.Apply(OpStop); lerr != nil {
+			m.log.Debug("stop", "err", lerr)
+		}
 		m.stopMu.Lock()
 		m.outcome, m.stopErr = outcome, err
+		m.endedAt = time.Now()
 		m.stopMu.Unlock()
 		close(m.stopped)
+		m.gate.stop()
 		for _, v := range m.vcpus {
 			if kerr := v.Kick(); kerr != nil {
 				m.log.Error("kick vCPU", "vcpu", v.ID(), "err", kerr)
@@ -349,18 +394,37 @@ func (m *Machine) Stop(outcome Outcome, err error) {
 
 // Run runs the guest until it stops itself, Stop is called, or ctx ends
 // (then the outcome is OutcomeStopped). The error is set for OutcomeError
-// and, with detail, for OutcomeCrash.
+// and, with detail, for OutcomeCrash. A machine in StatePaused (restored
+// from a snapshot) starts with its vCPUs parked until Resume. Run may be
+// called once; a machine killed before it returns at once.
 func (m *Machine) Run(ctx context.Context) (Outcome, error) {
+	if from, err := m.life.Apply(OpStart); err != nil {
+		if from == StateStopped {
+			m.stopMu.Lock()
+			defer m.stopMu.Unlock()
+			return m.outcome, m.stopErr
+		}
+		return OutcomeError, err
+	}
+	m.stopMu.Lock()
+	m.startedAt = time.Now()
+	m.stopMu.Unlock()
+	if m.life.State() == StatePaused {
+		if err := m.gate.request(m.kickAll); err != nil {
+			return OutcomeError, err
+		}
+		m.inputHold <- struct{}{}
+	}
 	if m.cfg.SerialInput != nil {
 		go m.pumpInput(m.cfg.SerialInput)
 	}
 	h := &exitHandler{pio: m.pio, mmio: m.mmio, stats: &m.stats}
 	var wg sync.WaitGroup
-	for _, v := range m.vcpus {
+	for i, v := range m.vcpus {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			m.runVCPU(v, h)
+			m.runVCPU(v, h, &m.runTime[i])
 		}()
 	}
 	select {
@@ -376,7 +440,7 @@ func (m *Machine) Run(ctx context.Context) (Outcome, error) {
 
 // runVCPU is one vCPU's thread. KVM ties a vCPU to the thread that runs
 // it, and Kick signals that thread, so it stays locked for the run.
-func (m *Machine) runVCPU(v *kvm.VCPU, h *exitHandler) {
+func (m *Machine) runVCPU(v *kvm.VCPU, h *exitHandler, runTime *atomic.Int64) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	for {
@@ -385,8 +449,15 @@ func (m *Machine) runVCPU(v *kvm.VCPU, h *exitHandler) {
 			return
 		default:
 		}
+		start := time.Now()
 		err := v.Run()
+		runTime.Add(int64(time.Since(start)))
 		if errors.Is(err, kvm.ErrInterrupted) {
+			// A kick (pause or stop) or a signal for the Go runtime.
+			// KVM_RUN returns EINTR only with the last exit's I/O
+			// complete, so this is where a vCPU may park.
+			h.stats.interrupted.Add(1)
+			m.gate.park(v)
 			continue
 		}
 		if err != nil {
@@ -422,7 +493,13 @@ func (m *Machine) pumpInput(r io.Reader) {
 	for {
 		n, err := r.Read(buf)
 		if n > 0 {
+			select {
+			case m.inputHold <- struct{}{}:
+			case <-m.stopped:
+				return
+			}
 			m.serial.Input(buf[:n])
+			<-m.inputHold
 		}
 		if err != nil {
 			return
@@ -440,6 +517,7 @@ func (m *Machine) ExitCounts() map[string]uint64 {
 	return map[string]uint64{
 		"io": m.stats.io.Load(), "mmio": m.stats.mmio.Load(), "io_unhandled": m.stats.unhandledIO.Load(),
 		"mmio_unhandled": m.stats.unhandledMMIO.Load(), "int3_fixup": m.stats.int3Fixups.Load(), "other": m.stats.other.Load(),
+		"interrupted": m.stats.interrupted.Load(),
 	}
 }
 

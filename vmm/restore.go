@@ -70,7 +70,7 @@ func Restore(ctx context.Context, dir string, log *slog.Logger, opts RestoreOpti
 		return nil, fmt.Errorf("%w: %d virtio devices saved for a machine with %d", ErrSnapshotCorrupt, n, want)
 	}
 
-	m := &Machine{cfg: cfg, log: log, stopped: make(chan struct{})}
+	m := newMachine(cfg, log)
 	defer func() {
 		if err != nil {
 			if cerr := m.Close(); cerr != nil {
