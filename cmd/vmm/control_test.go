@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -12,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"kvmstack/vmm"
 	"kvmstack/vmm/api"
 )
 
@@ -26,7 +29,7 @@ func TestWaitForAPI(t *testing.T) {
 	var stderr strings.Builder
 	status := make(chan int, 1)
 	go func() {
-		status <- runContext(ctx, []string{"--api-socket", sock, "--serial", "none"}, strings.NewReader(""), io.Discard, &stderr)
+		status <- runContext(ctx, []string{"--api-socket", sock, "--serial", "none", "--seccomp", "off"}, strings.NewReader(""), io.Discard, &stderr)
 	}()
 	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -87,8 +90,9 @@ func TestWaitForAPI(t *testing.T) {
 	}
 }
 
-// TestAPISocketUsage: guest flags with --api-socket still need a kernel,
-// and a socket that cannot be created is a usage error.
+// TestAPISocketUsage: guest flags with --api-socket still need a kernel; a
+// socket that cannot be created, guest flags beside --restore and a
+// missing snapshot are usage errors.
 func TestAPISocketUsage(t *testing.T) {
 	for _, tt := range []struct {
 		args []string
@@ -96,10 +100,55 @@ func TestAPISocketUsage(t *testing.T) {
 	}{
 		{[]string{"--api-socket", filepath.Join(t.TempDir(), "s"), "--cpus", "2"}, "no kernel"},
 		{[]string{"--api-socket", "/nonexistent/dir/api.sock"}, "--api-socket"},
+		{[]string{"--restore", t.TempDir(), "--kernel", "/etc/hostname"}, "from the snapshot"},
+		{[]string{"--restore", "/nonexistent/snapshot"}, "restore /nonexistent/snapshot"},
 	} {
 		var stderr strings.Builder
 		if s := runContext(context.Background(), tt.args, strings.NewReader(""), io.Discard, &stderr); s != ExitUsage || !strings.Contains(stderr.String(), tt.want) {
 			t.Errorf("%v: status %d, stderr %q; want %d and %q", tt.args, s, stderr.String(), ExitUsage, tt.want)
 		}
+	}
+}
+
+func TestDeviceIndex(t *testing.T) {
+	for _, tt := range []struct {
+		id, prefix string
+		n          int
+		ok         bool
+	}{
+		{"block0", "block", 0, true}, {"block12", "block", 12, true}, {"net3", "net", 3, true},
+		{"block", "block", 0, false}, {"net1", "block", 0, false}, {"block1x", "block", 0, false},
+		{"block99999999999999999999", "block", 0, false},
+	} {
+		n, ok := deviceIndex(tt.id, tt.prefix)
+		if n != tt.n || ok != tt.ok {
+			t.Errorf("deviceIndex(%q, %q) = %d, %v; want %d, %v", tt.id, tt.prefix, n, ok, tt.n, tt.ok)
+		}
+	}
+}
+
+// TestAPIErrorClasses: vmm's errors reach the API as the right status.
+func TestAPIErrorClasses(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		want error
+	}{
+		{&vmm.TransitionError{Op: vmm.OpPause, From: vmm.StatePaused}, api.ErrWrongState},
+		{vmm.ErrPowerButtonIgnored, api.ErrWrongState},
+		{fmt.Errorf("disk 3: %w", vmm.ErrNoDevice), api.ErrNotFound},
+		{fmt.Errorf("%w: bad", vmm.ErrConfig), api.ErrInvalid},
+		{fmt.Errorf("%w: v9", vmm.ErrSnapshotVersion), api.ErrInvalid},
+		{fmt.Errorf("%w: short", vmm.ErrSnapshotCorrupt), api.ErrInvalid},
+		{&os.PathError{Op: "open", Path: "/x", Err: os.ErrNotExist}, api.ErrInvalid},
+	} {
+		if got := apiError(tt.err); !errors.Is(got, tt.want) || !errors.Is(got, tt.err) {
+			t.Errorf("apiError(%v) = %v, want it to wrap %v", tt.err, got, tt.want)
+		}
+	}
+	if apiError(nil) != nil {
+		t.Error("apiError(nil) is not nil")
+	}
+	if err := apiError(errors.New("KVM_RUN: EFAULT")); errors.Is(err, api.ErrInvalid) || errors.Is(err, api.ErrWrongState) {
+		t.Errorf("a host failure classed as %v", err)
 	}
 }

@@ -45,6 +45,10 @@ type options struct {
 	// waitForAPI: --api-socket without guest flags; the guest comes
 	// from API requests.
 	waitForAPI bool
+	// restore is a snapshot directory to resume instead of booting.
+	restore string
+	// seccomp is on, off or log (docs/SECCOMP.md).
+	seccomp string
 }
 
 // guestFlags are the flags that describe a guest; with --api-socket and
@@ -69,6 +73,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.cfg.RNG, "rng", false, "virtio-rng device fed by the host's getrandom")
 	configFile := fs.String("config", "", "JSON file with the same settings (kernel, initrd, cmdline, cpus, memory, disks, nets, rng); flags override it")
 	fs.StringVar(&o.apiSocket, "api-socket", "", "serve the control API on this unix socket (mode 0600); without guest flags, wait for the API to configure and start the guest")
+	fs.StringVar(&o.restore, "restore", "", "resume the guest saved in this snapshot directory (PUT /snapshot) instead of booting one; excludes the guest flags")
+	fs.StringVar(&o.seccomp, "seccomp", "on", "system call filter once the guest is set up: on, off (debugging), or log (allow and log calls off the list)")
 	level := fs.String("log-level", "warn", "log level: debug, info, warn, error")
 	help := fs.Bool("help", false, "show this help")
 	if err := fs.Parse(args); err != nil {
@@ -77,8 +83,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if *help {
 		fs.SetOutput(stderr)
 		fmt.Fprintln(stderr, "usage: vmm --kernel PATH [--initrd PATH] [--cmdline STR] [--cpus N] [--memory SIZE] [--serial stdio|file:PATH|none]\n"+
-			"           [--disk path=PATH[,readonly=on][,id=ID]]... [--net tap=NAME[,mac=MAC]]... [--rng] [--config vm.json] [--api-socket PATH]\n"+
-			"       vmm --api-socket PATH [--serial ...]   (configure and start the guest through the API)")
+			"           [--disk path=PATH[,readonly=on][,id=ID][,bw=R][,iops=R]]... [--net tap=NAME[,mac=MAC][,bw=R][,iops=R]]... [--rng]\n"+
+			"           [--config vm.json] [--api-socket PATH] [--seccomp on|off|log]\n"+
+			"       vmm --api-socket PATH [--serial ...]   (configure and start the guest through the API)\n"+
+			"       vmm --restore DIR [--api-socket PATH] [--serial ...]")
 		fs.PrintDefaults()
 		return nil, flag.ErrHelp
 	}
@@ -102,10 +110,21 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if err := o.logLevel.UnmarshalText([]byte(*level)); err != nil {
 		return nil, fmt.Errorf("--log-level: %w", err)
 	}
+	if o.seccomp != "on" && o.seccomp != "off" && o.seccomp != "log" {
+		return nil, fmt.Errorf("--seccomp %q: want on, off or log", o.seccomp)
+	}
 	if o.serial != "stdio" && o.serial != "none" && !strings.HasPrefix(o.serial, "file:") {
 		return nil, fmt.Errorf("--serial %q: want stdio, file:PATH or none", o.serial)
 	}
-	if o.apiSocket != "" && !slices.ContainsFunc(guestFlags, func(f string) bool { return set[f] }) {
+	guest := slices.ContainsFunc(guestFlags, func(f string) bool { return set[f] })
+	if o.restore != "" {
+		// The snapshot holds the whole configuration.
+		if guest {
+			return nil, errors.New("--restore takes the guest's configuration from the snapshot: no --kernel, --disk, ... with it")
+		}
+		return o, nil
+	}
+	if o.apiSocket != "" && !guest {
 		o.waitForAPI = true
 		return o, nil
 	}
@@ -190,7 +209,8 @@ func runContext(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		defer f.Close()
 		o.cfg.Serial = f
 	}
-	l := &launcher{runCtx: ctx, log: log, serial: o.cfg.Serial, serialInput: o.cfg.SerialInput, launched: make(chan *launch, 1)}
+	l := &launcher{runCtx: ctx, log: log, serial: o.cfg.Serial, serialInput: o.cfg.SerialInput, seccomp: o.seccomp,
+		launched: make(chan *launch, 1)}
 	var srv *api.Server
 	if o.apiSocket != "" {
 		ln, err := api.Listen(o.apiSocket)
@@ -225,6 +245,31 @@ func runContext(ctx context.Context, args []string, stdin io.Reader, stdout, std
 			fmt.Fprintln(stderr, "vmm: stopped by signal")
 			return ExitStopped
 		}
+	} else if o.restore != "" {
+		m, err := l.restore(ctx, o.restore)
+		if err != nil {
+			fmt.Fprintf(stderr, "vmm: %v\n", err)
+			if restoreUsageError(err) || isFileError(err) {
+				return ExitUsage
+			}
+			return ExitError
+		}
+		if err := l.secure(); err != nil {
+			closeQuietly(m, log)
+			fmt.Fprintf(stderr, "vmm: %v\n", err)
+			return ExitError
+		}
+		cfg := restoredConfig(m)
+		c := l.run(m, cfg)
+		la = <-l.launched
+		if srv != nil {
+			srv.Attach(c, cfg)
+		}
+		if err := m.Resume(); err != nil {
+			// Stopped before it could resume (a signal): the outcome
+			// says so below.
+			log.Warn("resuming the restored guest", "err", err)
+		}
 	} else {
 		m, err := vmm.New(o.cfg, log)
 		if err != nil {
@@ -234,10 +279,16 @@ func runContext(ctx context.Context, args []string, stdin io.Reader, stdout, std
 			}
 			return ExitError
 		}
-		c := l.run(m, o.cfg)
+		if err := l.secure(); err != nil {
+			closeQuietly(m, log)
+			fmt.Fprintf(stderr, "vmm: %v\n", err)
+			return ExitError
+		}
+		cfg := api.ConfigFromVMM(o.cfg)
+		c := l.run(m, cfg)
 		la = <-l.launched
 		if srv != nil {
-			srv.Attach(c, api.ConfigFromVMM(o.cfg))
+			srv.Attach(c, cfg)
 		}
 	}
 	defer la.m.Close()

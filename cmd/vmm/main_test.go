@@ -40,6 +40,7 @@ func TestUsageErrors(t *testing.T) {
 		{"kernelIsDir", []string{"--kernel", "/etc"}, "not a regular file"},
 		{"missingInitrd", []string{"--kernel", "/etc/hostname", "--initrd", "/nonexistent/initrd"}, "/nonexistent/initrd"},
 		{"badSerial", []string{"--kernel", "/etc/hostname", "--serial", "tcp:1"}, "--serial"},
+		{"badSeccomp", []string{"--kernel", "/etc/hostname", "--seccomp", "maybe"}, "--seccomp"},
 		{"extraArg", []string{"--kernel", "/etc/hostname", "stray"}, "stray"},
 	}
 	for _, tt := range tests {
