@@ -117,20 +117,13 @@ func Restore(ctx context.Context, dir string, log *slog.Logger, opts RestoreOpti
 	if err := m.applyState(snap.State); err != nil {
 		return nil, err
 	}
-	if r, ok := any(m).(restoredMarker); ok {
-		if err := r.markRestored(); err != nil {
-			return nil, err
-		}
+	if err := m.markRestored(); err != nil {
+		return nil, err
 	}
 	log.Info("machine restored", "dir", dir, "cpus", cfg.CPUs, "memory_mib", cfg.MemoryBytes>>20,
 		"vmm_version", snap.Manifest.VMMVersion, "took", time.Since(start))
 	return m, nil
 }
-
-// restoredMarker is the lifecycle's hook that puts a restored machine in
-// StatePaused before its first Run (H1's lifecycle work, landing in
-// parallel; until then a restored machine runs as soon as Run starts).
-type restoredMarker interface{ markRestored() error }
 
 // mapMemoryFile maps the snapshot's RAM privately (memory.NewFromFile).
 // The mapping keeps the file referenced after the descriptor is closed.

@@ -124,16 +124,15 @@ func mappingFile(maps []byte, addr uintptr) (dev [2]uint64, ino uint64, ok bool)
 	return dev, 0, false
 }
 
-// stateReporter is Machine.State from the lifecycle (H1's, landing).
-type stateReporter interface{ State() State }
-
 // Snapshot writes the paused machine to dir (see package snapshot for the
 // files). The machine stays paused and can be resumed afterwards. dir must
 // not be the directory this machine was restored from: its memory file
 // backs the guest's RAM.
 func (m *Machine) Snapshot(ctx context.Context, dir string) error {
-	if s, ok := any(m).(stateReporter); ok && s.State() != StatePaused {
-		return &TransitionError{Op: OpSnapshot, From: s.State()}
+	m.ctlMu.Lock()
+	defer m.ctlMu.Unlock()
+	if err := m.life.Check(OpSnapshot); err != nil {
+		return err
 	}
 	if m.ramMappedFrom(filepath.Join(dir, snapshot.MemoryFile)) {
 		// Truncating that file would pull the guest's RAM from under it.

@@ -77,11 +77,24 @@ func TestI8042StateRoundTrip(t *testing.T) {
 
 func TestACPIPMStateRoundTrip(t *testing.T) {
 	src := NewACPIPM(5, 0xf, nil, nil)
-	src.SetState(ACPIPMState{SleepStatus: wakeStatus})
+	src.Write(acpiPM1Enable, []byte{byte(pm1PowerButton & 0xff)})
+	src.Write(acpiPM1Enable+1, []byte{byte(pm1PowerButton >> 8)})
+	if !src.PressPowerButton() {
+		t.Fatal("power button press not enabled")
+	}
+	src.SetState(ACPIPMState{SleepStatus: wakeStatus, PM1Status: src.State().PM1Status, PM1Enable: src.State().PM1Enable, PM1Control: 1 << 1})
+	var sci []bool
 	dst := NewACPIPM(5, 0xf, nil, nil)
+	dst.SetSCI(func(level bool) { sci = append(sci, level) })
 	dst.SetState(src.State())
 	if a, b := readPorts(src, ACPIPMPorts), readPorts(dst, ACPIPMPorts); !bytes.Equal(a, b) || a[acpiSleepStatus] != wakeStatus {
 		t.Fatalf("ports: source %x, restored %x", a, b)
+	}
+	if len(sci) != 1 || !sci[0] {
+		t.Fatalf("SCI after restoring a pending power button: %v, want asserted once", sci)
+	}
+	if dst.State() != src.State() {
+		t.Fatalf("state %+v, want %+v", dst.State(), src.State())
 	}
 }
 
