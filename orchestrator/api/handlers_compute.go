@@ -299,6 +299,9 @@ type InstanceRequest struct {
 	// Networks are network ids or names of the caller's project; each
 	// instance gets one NIC per entry, in this order.
 	Networks []string `json:"networks,omitempty"`
+	// RestartPolicy is never (default), on-failure or always: what the
+	// agent does when the instance's vmm exits on its own.
+	RestartPolicy string `json:"restart_policy,omitempty"`
 	// Count creates that many instances named NAME-1..NAME-N (1 if zero).
 	Count int `json:"count,omitempty"`
 }
@@ -332,7 +335,8 @@ func (s *Server) createInstances(w http.ResponseWriter, r *http.Request, sub *id
 		}
 		// The FSM re-checks every reference; these ids are only hints.
 		insts[i] = &state.Instance{ID: identity.NewID(), ProjectID: sub.Claims.ProjectID, Name: name, FlavorID: f.ID,
-			ImageID: req.Image, KernelID: req.Kernel, InitrdID: req.Initrd, ServerGroupID: req.ServerGroup, Metadata: req.Metadata}
+			ImageID: req.Image, KernelID: req.Kernel, InitrdID: req.Initrd, ServerGroupID: req.ServerGroup, Metadata: req.Metadata,
+			RestartPolicy: req.RestartPolicy}
 		for nic, n := range nets {
 			// The FSM derives the MAC from this random id and allocates
 			// the address; the proposer decides neither.
@@ -418,4 +422,29 @@ func (s *Server) setInstanceState(w http.ResponseWriter, r *http.Request, _ *ide
 	}
 	got, _ := s.Store.Read(nil).Instance(r.PathValue("id"))
 	return writeJSON(w, http.StatusOK, got)
+}
+
+// ActionRequest asks for a power action on an instance.
+type ActionRequest struct {
+	// Action is stop, start, reboot, pause or resume.
+	Action string `json:"action"`
+}
+
+func (s *Server) instanceAction(w http.ResponseWriter, r *http.Request, sub *identity.Subject) error {
+	var req ActionRequest
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	in, _ := s.Store.Read(nil).Instance(r.PathValue("id"))
+	if in == nil || projectAccess("instance:list", sub, in.ProjectID) != nil {
+		return notFound("instance", r.PathValue("id"))
+	}
+	if err := projectAccess("instance:action", sub, in.ProjectID); err != nil {
+		return err
+	}
+	if _, err := s.apply(r, w, &fsm.InstanceAction{Header: s.hdr(), ID: in.ID, Action: req.Action}); err != nil {
+		return err
+	}
+	got, _ := s.Store.Read(nil).Instance(in.ID)
+	return writeJSON(w, http.StatusAccepted, got)
 }

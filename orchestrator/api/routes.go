@@ -50,6 +50,7 @@ func (s *Server) routes() {
 	s.handle("POST /v1/instances", "instance:create", 0, s.createInstances)
 	s.handle("GET /v1/instances/{id}", "instance:list", 0, s.showInstance)
 	s.handle("DELETE /v1/instances/{id}", "instance:list", 0, s.deleteInstance)
+	s.handle("POST /v1/instances/{id}/action", "instance:list", 0, s.instanceAction)
 	s.handle("POST /v1/instances/{id}/state", "instance:set-state", 0, s.setInstanceState)
 
 	s.handle("GET /v1/instances/{id}/ports", "instance:list", 0, s.listInstancePorts)

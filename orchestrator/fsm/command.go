@@ -42,6 +42,7 @@ const (
 	TypeServerDelete
 	TypeNetworkCreate
 	TypeNetworkDelete
+	TypeInstanceAction
 	typeEnd
 )
 
@@ -217,6 +218,14 @@ type InstanceState struct {
 	Reason string `json:"reason"`
 }
 
+// InstanceAction records a user's power action (stop, start, reboot, pause,
+// resume) for the instance's agent to carry out.
+type InstanceAction struct {
+	Header
+	ID     string `json:"id"`
+	Action string `json:"action"`
+}
+
 // ServerUpsert records a server's addresses.
 type ServerUpsert struct {
 	Header
@@ -253,6 +262,7 @@ func (HostDelete) Type() Type     { return TypeHostDelete }
 func (InstanceCreate) Type() Type { return TypeInstanceCreate }
 func (InstancePlace) Type() Type  { return TypeInstancePlace }
 func (InstanceState) Type() Type  { return TypeInstanceState }
+func (InstanceAction) Type() Type { return TypeInstanceAction }
 func (ServerUpsert) Type() Type   { return TypeServerUpsert }
 func (ServerDelete) Type() Type   { return TypeServerDelete }
 
@@ -312,6 +322,8 @@ func newCommand(t Type) Command {
 		return &NetworkCreate{}
 	case TypeNetworkDelete:
 		return &NetworkDelete{}
+	case TypeInstanceAction:
+		return &InstanceAction{}
 	}
 	return nil
 }

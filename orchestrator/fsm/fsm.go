@@ -144,6 +144,8 @@ func (f *FSM) ApplyCommand(index uint64, c Command) *Result {
 			return nil
 		case *InstanceState:
 			return w.SetInstanceState(c.ID, c.State, c.Reason, at)
+		case *InstanceAction:
+			return w.RequestInstanceAction(c.ID, c.Action, at)
 		case *ServerUpsert:
 			return w.UpsertServer(&c.Server)
 		case *ServerDelete:

@@ -82,6 +82,7 @@ var Policy = map[Action]Rule{
 
 	"instance:create":    {ProjectScope, "member"},
 	"instance:delete":    {ProjectScope, "member"},
+	"instance:action":    {ProjectScope, "member"},
 	"instance:list":      {ProjectScope, "reader"},
 	"instance:set-state": {SystemScope, "admin"},
 

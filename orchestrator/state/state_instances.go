@@ -31,8 +31,32 @@ var transitions = map[string][]string{
 	InstanceRunning:   {InstanceStopped, InstancePaused, InstanceError, InstanceDeleted},
 	InstanceStopped:   {InstanceRunning, InstanceError, InstanceDeleted},
 	InstancePaused:    {InstanceRunning, InstanceStopped, InstanceError, InstanceDeleted},
-	InstanceError:     {InstanceDeleted},
+	// error → building: the agent restarts a failed vmm when the instance's
+	// restart policy says so, recording the failure first.
+	InstanceError: {InstanceBuilding, InstanceDeleted},
 }
+
+// Restart policies: what the agent does when an instance's vmm exits on its
+// own (not because of a stop, reboot or delete it was asked for).
+const (
+	// RestartNever leaves the instance in error (or stopped after a guest
+	// power-off). It is the default ("").
+	RestartNever = "never"
+	// RestartOnFailure restarts after an exit other than a guest power-off.
+	RestartOnFailure = "on-failure"
+	// RestartAlways restarts after any exit, a guest power-off included.
+	RestartAlways = "always"
+)
+
+// Power actions a user asks for; the agent carries them out and reports the
+// resulting state.
+const (
+	ActionStop   = "stop"
+	ActionStart  = "start"
+	ActionReboot = "reboot"
+	ActionPause  = "pause"
+	ActionResume = "resume"
+)
 
 // Transition is one recorded state change.
 type Transition struct {
@@ -56,11 +80,20 @@ type Instance struct {
 	InitrdID      string            `json:"initrd_id,omitempty"`
 	ServerGroupID string            `json:"server_group_id,omitempty"`
 	Metadata      map[string]string `json:"metadata,omitempty"`
-	State         string            `json:"state"`
-	HostID        string            `json:"host_id,omitempty"`
-	History       []Transition      `json:"history"`
-	CreatedAt     time.Time         `json:"created_at"`
-	UpdatedAt     time.Time         `json:"updated_at"`
+	// RestartPolicy is one of the Restart* constants ("" means never).
+	RestartPolicy string `json:"restart_policy,omitempty"`
+	// Power is the power state the user asked for: "" (running),
+	// InstanceRunning, InstanceStopped or InstancePaused. The agent drives
+	// the vmm towards it; State says where it is.
+	Power string `json:"power,omitempty"`
+	// Reboots counts reboots asked for; the agent reboots when it has
+	// carried out fewer.
+	Reboots   int          `json:"reboots,omitempty"`
+	State     string       `json:"state"`
+	HostID    string       `json:"host_id,omitempty"`
+	History   []Transition `json:"history"`
+	CreatedAt time.Time    `json:"created_at"`
+	UpdatedAt time.Time    `json:"updated_at"`
 }
 
 // Resources returns what the instance consumes on its host.
@@ -119,6 +152,11 @@ func (w *WriteTxn) CreateInstances(insts []*Instance, at time.Time) error {
 				return fmt.Errorf("instance %q: metadata key 1-255 and value up to 4096 bytes: %w", in.Name, ErrInvalid)
 			}
 		}
+		switch in.RestartPolicy {
+		case "", RestartNever, RestartOnFailure, RestartAlways:
+		default:
+			return fmt.Errorf("instance %q: restart policy %q is not never, on-failure or always: %w", in.Name, in.RestartPolicy, ErrInvalid)
+		}
 		if p, err := r.Project(in.ProjectID); err != nil || p == nil || p.ID != in.ProjectID {
 			return firstErr(err, fmt.Errorf("project %s: %w", in.ProjectID, ErrNotFound))
 		}
@@ -163,7 +201,7 @@ func (w *WriteTxn) CreateInstances(insts []*Instance, at time.Time) error {
 		need[in.ProjectID] = u
 		c := in.clone()
 		c.VCPUs, c.MemoryMB, c.DiskGB = f.VCPUs, f.MemoryMB, f.DiskGB
-		c.HostID = ""
+		c.HostID, c.Power, c.Reboots = "", "", 0
 		c.CreatedAt = fixedTime(at)
 		c.History = nil
 		c.moveTo(InstancePending, "created", at)
@@ -331,6 +369,38 @@ func (w *WriteTxn) SetInstanceState(id, state, reason string, at time.Time) erro
 		}
 	}
 	c.moveTo(state, reason, at)
+	return w.insert(tableInstances, c)
+}
+
+// RequestInstanceAction records a power action (the Action* constants) for
+// the agent to carry out. The state is left alone: the agent reports it once
+// done. Deleted instances and unknown actions are refused.
+func (w *WriteTxn) RequestInstanceAction(id, action string, at time.Time) error {
+	in, err := first[Instance](w.tx, nil, tableInstances, "id", id)
+	if err != nil {
+		return err
+	}
+	if in == nil {
+		return fmt.Errorf("instance %s: %w", id, ErrNotFound)
+	}
+	if in.State == InstanceDeleted || in.State == InstanceError || in.State == InstancePending {
+		return fmt.Errorf("instance %s is %s: %w", id, in.State, ErrConflict)
+	}
+	c := in.clone()
+	switch action {
+	case ActionStop:
+		c.Power = InstanceStopped
+	case ActionStart, ActionResume:
+		c.Power = InstanceRunning
+	case ActionPause:
+		c.Power = InstancePaused
+	case ActionReboot:
+		c.Power = InstanceRunning
+		c.Reboots++
+	default:
+		return fmt.Errorf("action %q is not stop, start, reboot, pause or resume: %w", action, ErrInvalid)
+	}
+	c.UpdatedAt = fixedTime(at)
 	return w.insert(tableInstances, c)
 }
 
