@@ -41,6 +41,8 @@ var Rules = []Rule{
 			return []libseccomp.Condition{{Argument: 0, Operation: libseccomp.BitsSet, Value: unix.CLONE_THREAD}}
 		}},
 	{Name: "exit", Why: "an OS thread ends"},
+	{Name: "rseq", Why: "a C library registers each new thread (cgo or race-detector builds only)"},
+	{Name: "set_robust_list", Why: "a C library registers each new thread (cgo or race-detector builds only)"},
 	{Name: "exit_group", Why: "vmm exits"},
 	{Name: "futex", Why: "Go runtime sleeps and wakes threads"},
 	{Name: "sched_yield", Why: "Go runtime spin-waits"},
@@ -99,6 +101,15 @@ var Rules = []Rule{
 	{Name: "shutdown", Why: "net/http closes the write side of a connection"},
 }
 
+// Refused are calls that fail with ENOSYS instead of killing: clone3 takes
+// its flags in memory, where a filter cannot check CLONE_THREAD, and a C
+// library (a cgo or race-detector build of vmm) falls back to clone, which
+// the list does check.
+var Refused = []string{"clone3"}
+
+// errnoENOSYS is SECCOMP_RET_ERRNO with ENOSYS.
+const errnoENOSYS = libseccomp.ActionErrno | libseccomp.Action(unix.ENOSYS)
+
 // ErrUnsupported is returned when the kernel has no seccomp filters.
 var ErrUnsupported = errors.New("seccomp filters not supported by this kernel")
 
@@ -124,6 +135,14 @@ func filter(pid int, deflt libseccomp.Action) libseccomp.Filter {
 		}
 		cond = append(cond, libseccomp.NameWithConditions{Name: r.Name, Conditions: r.args(pid)})
 	}
+	groups := []libseccomp.SyscallGroup{{
+		Action:             libseccomp.ActionAllow,
+		Names:              plain,
+		NamesWithCondtions: cond,
+	}}
+	if len(Refused) > 0 {
+		groups = append(groups, libseccomp.SyscallGroup{Action: errnoENOSYS, Names: Refused})
+	}
 	return libseccomp.Filter{
 		// vmm never gains privileges by exec after setup; the kernel
 		// also requires this bit for a filter set without CAP_SYS_ADMIN.
@@ -131,11 +150,7 @@ func filter(pid int, deflt libseccomp.Action) libseccomp.Filter {
 		Flag:       libseccomp.FilterFlagTSync,
 		Policy: libseccomp.Policy{
 			DefaultAction: deflt,
-			Syscalls: []libseccomp.SyscallGroup{{
-				Action:             libseccomp.ActionAllow,
-				Names:              plain,
-				NamesWithCondtions: cond,
-			}},
+			Syscalls:      groups,
 		},
 	}
 }

@@ -93,6 +93,15 @@ func helper(scenario string) int {
 	switch scenario {
 	case "allowed":
 		return 0
+	case "clone3":
+		// Refused, not fatal: a C library falls back to clone.
+		_, _, errno := unix.Syscall(unix.SYS_CLONE3, 0, 0, 0)
+		if errno != unix.ENOSYS {
+			fmt.Println("clone3:", errno)
+			return 3
+		}
+		fmt.Println("CLONE3 ENOSYS")
+		return 0
 	case "socket":
 		// vmm opens no socket after setup: a fresh one is an escape
 		// attempt (say, to reach the network).
@@ -133,6 +142,7 @@ func TestInstall(t *testing.T) {
 		killed   bool
 	}{
 		{"allowed", false},
+		{"clone3", false},
 		{"socket", true},
 		{"socket-early-thread", true},
 		{"ptrace", true},
@@ -152,6 +162,9 @@ func TestInstall(t *testing.T) {
 				t.Fatalf("allowed work failed under the filter: %v\n%s", err, got)
 			}
 			if !tt.killed {
+				if tt.scenario == "clone3" && !strings.Contains(got, "CLONE3 ENOSYS") {
+					t.Fatalf("clone3 not refused with ENOSYS\n%s", got)
+				}
 				if err != nil {
 					t.Fatalf("exit %v\n%s", err, got)
 				}
