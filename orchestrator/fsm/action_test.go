@@ -13,20 +13,22 @@ import (
 // FSM refuses them where they cannot apply.
 func TestInstanceActions(t *testing.T) {
 	tests := []struct {
-		name        string
-		placed      bool
-		actions     []string
-		wantErr     error
-		wantPower   string
-		wantReboots int
+		name    string
+		placed  bool
+		state   []string // reported by the agent before the actions
+		actions []string
+		wantErr error
+		wantSeq int
 	}{
-		{"stop", true, []string{state.ActionStop}, nil, state.InstanceStopped, 0},
-		{"stop then start", true, []string{state.ActionStop, state.ActionStart}, nil, state.InstanceRunning, 0},
-		{"pause", true, []string{state.ActionPause}, nil, state.InstancePaused, 0},
-		{"pause then resume", true, []string{state.ActionPause, state.ActionResume}, nil, state.InstanceRunning, 0},
-		{"two reboots", true, []string{state.ActionReboot, state.ActionReboot}, nil, state.InstanceRunning, 2},
-		{"unknown action", true, []string{"hibernate"}, state.ErrInvalid, "", 0},
-		{"pending instance", false, []string{state.ActionStop}, state.ErrConflict, "", 0},
+		{"stop while building", true, nil, []string{state.ActionStop}, nil, 1},
+		{"pause running", true, []string{state.InstanceBuilding, state.InstanceRunning}, []string{state.ActionPause}, nil, 1},
+		{"two reboots", true, []string{state.InstanceBuilding, state.InstanceRunning}, []string{state.ActionReboot, state.ActionReboot}, nil, 2},
+		{"start stopped", true, []string{state.InstanceBuilding, state.InstanceRunning, state.InstanceStopped}, []string{state.ActionStart}, nil, 1},
+		{"start running", true, []string{state.InstanceBuilding, state.InstanceRunning}, []string{state.ActionStart}, state.ErrConflict, 0},
+		{"resume running", true, []string{state.InstanceBuilding, state.InstanceRunning}, []string{state.ActionResume}, state.ErrConflict, 0},
+		{"unknown action", true, nil, []string{"hibernate"}, state.ErrInvalid, 0},
+		{"pending instance", false, nil, []string{state.ActionStop}, state.ErrConflict, 0},
+		{"failed instance", true, []string{state.InstanceError}, []string{state.ActionReboot}, state.ErrConflict, 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -37,9 +39,13 @@ func TestInstanceActions(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			for _, st := range tc.state {
+				hs.must(&InstanceState{Header: h(2 * time.Second), ID: "i1", State: st, Reason: "agent"})
+			}
+			before, _ := hs.f.Store().Read(nil).Instance("i1")
 			var err error
 			for _, a := range tc.actions {
-				if r := hs.apply(&InstanceAction{Header: h(2 * time.Second), ID: "i1", Action: a}); r.Err != nil {
+				if r := hs.apply(&InstanceAction{Header: h(3 * time.Second), ID: "i1", Action: a}); r.Err != nil {
 					err = r.Err
 				}
 			}
@@ -47,14 +53,10 @@ func TestInstanceActions(t *testing.T) {
 				t.Fatalf("got %v, want %v", err, tc.wantErr)
 			}
 			in, _ := hs.f.Store().Read(nil).Instance("i1")
-			if in.Power != tc.wantPower || in.Reboots != tc.wantReboots {
-				t.Fatalf("power %q reboots %d, want %q %d", in.Power, in.Reboots, tc.wantPower, tc.wantReboots)
+			if in.ActionSeq != tc.wantSeq || tc.wantSeq > 0 && in.Action != tc.actions[len(tc.actions)-1] {
+				t.Fatalf("action %q seq %d, want seq %d", in.Action, in.ActionSeq, tc.wantSeq)
 			}
-			want := state.InstancePending
-			if tc.placed {
-				want = state.InstanceScheduled
-			}
-			if in.State != want {
+			if in.State != before.State || len(in.History) != len(before.History) {
 				t.Fatalf("an action changed the state to %s", in.State)
 			}
 		})

@@ -82,13 +82,12 @@ type Instance struct {
 	Metadata      map[string]string `json:"metadata,omitempty"`
 	// RestartPolicy is one of the Restart* constants ("" means never).
 	RestartPolicy string `json:"restart_policy,omitempty"`
-	// Power is the power state the user asked for: "" (running),
-	// InstanceRunning, InstanceStopped or InstancePaused. The agent drives
-	// the vmm towards it; State says where it is.
-	Power string `json:"power,omitempty"`
-	// Reboots counts reboots asked for; the agent reboots when it has
-	// carried out fewer.
-	Reboots   int          `json:"reboots,omitempty"`
+	// Action is the last power action asked for (the Action* constants)
+	// and ActionSeq counts the actions asked for so far. The agent carries
+	// out the latest one when ActionSeq passes the last it handled, so a
+	// guest that powers itself off stays off until the next start.
+	Action    string       `json:"action,omitempty"`
+	ActionSeq int          `json:"action_seq,omitempty"`
 	State     string       `json:"state"`
 	HostID    string       `json:"host_id,omitempty"`
 	History   []Transition `json:"history"`
@@ -201,7 +200,7 @@ func (w *WriteTxn) CreateInstances(insts []*Instance, at time.Time) error {
 		need[in.ProjectID] = u
 		c := in.clone()
 		c.VCPUs, c.MemoryMB, c.DiskGB = f.VCPUs, f.MemoryMB, f.DiskGB
-		c.HostID, c.Power, c.Reboots = "", "", 0
+		c.HostID, c.Action, c.ActionSeq = "", "", 0
 		c.CreatedAt = fixedTime(at)
 		c.History = nil
 		c.moveTo(InstancePending, "created", at)
@@ -372,9 +371,21 @@ func (w *WriteTxn) SetInstanceState(id, state, reason string, at time.Time) erro
 	return w.insert(tableInstances, c)
 }
 
+// actionFrom lists the states each power action applies to. Actions may be
+// asked for while the agent is still building the instance; it carries them
+// out once the guest runs.
+var actionFrom = map[string][]string{
+	ActionStop:   {InstanceScheduled, InstanceBuilding, InstanceRunning, InstancePaused},
+	ActionStart:  {InstanceStopped},
+	ActionReboot: {InstanceScheduled, InstanceBuilding, InstanceRunning, InstancePaused},
+	ActionPause:  {InstanceScheduled, InstanceBuilding, InstanceRunning},
+	ActionResume: {InstancePaused},
+}
+
 // RequestInstanceAction records a power action (the Action* constants) for
-// the agent to carry out. The state is left alone: the agent reports it once
-// done. Deleted instances and unknown actions are refused.
+// the agent to carry out. The state is left alone: the agent reports the
+// new state once done. An action that does not apply to the instance's
+// state is refused with ErrConflict.
 func (w *WriteTxn) RequestInstanceAction(id, action string, at time.Time) error {
 	in, err := first[Instance](w.tx, nil, tableInstances, "id", id)
 	if err != nil {
@@ -383,23 +394,20 @@ func (w *WriteTxn) RequestInstanceAction(id, action string, at time.Time) error 
 	if in == nil {
 		return fmt.Errorf("instance %s: %w", id, ErrNotFound)
 	}
-	if in.State == InstanceDeleted || in.State == InstanceError || in.State == InstancePending {
-		return fmt.Errorf("instance %s is %s: %w", id, in.State, ErrConflict)
-	}
-	c := in.clone()
-	switch action {
-	case ActionStop:
-		c.Power = InstanceStopped
-	case ActionStart, ActionResume:
-		c.Power = InstanceRunning
-	case ActionPause:
-		c.Power = InstancePaused
-	case ActionReboot:
-		c.Power = InstanceRunning
-		c.Reboots++
-	default:
+	from, ok := actionFrom[action]
+	if !ok {
 		return fmt.Errorf("action %q is not stop, start, reboot, pause or resume: %w", action, ErrInvalid)
 	}
+	allowed := false
+	for _, s := range from {
+		allowed = allowed || s == in.State
+	}
+	if !allowed {
+		return fmt.Errorf("cannot %s a %s instance: %w", action, in.State, ErrConflict)
+	}
+	c := in.clone()
+	c.Action = action
+	c.ActionSeq++
 	c.UpdatedAt = fixedTime(at)
 	return w.insert(tableInstances, c)
 }
