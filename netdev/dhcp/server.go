@@ -74,8 +74,8 @@ func (s *Server) Update(cfg Config) error {
 	return nil
 }
 
-// Requests is how many frames to the DHCP server port the server has read,
-// answered or not.
+// Requests is how many frames to the DHCP server port the server has read
+// and handled, answered or not.
 func (s *Server) Requests() int64 { return s.seen.Load() }
 
 // Replies is how many replies the server has sent.
@@ -104,17 +104,23 @@ func (s *Server) Serve(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("dhcp: %w", err)
 		}
-		s.seen.Add(1)
 		o := s.resp.Load().handle(buf[:n])
 		if o.reply == nil {
+			s.seen.Add(1)
 			s.log.Debug("dhcp: "+o.note, "type", o.msg.String(), "mac", o.client.String(), "ip", o.ip)
 			continue
 		}
-		if _, err := s.pf.WritePacket([][]byte{o.reply}); err != nil {
+		_, err = s.pf.WritePacket([][]byte{o.reply})
+		if err == nil {
+			s.replies.Add(1)
+		}
+		// Counted once handled, so a caller that sees the count also
+		// sees any reply it caused.
+		s.seen.Add(1)
+		if err != nil {
 			s.log.Warn("dhcp: send failed", "type", o.msg.String(), "mac", o.client.String(), "err", err)
 			continue
 		}
-		s.replies.Add(1)
 		s.log.Info("dhcp: "+o.note, "request", o.msg.String(), "mac", o.client.String(), "ip", o.ip)
 	}
 }
