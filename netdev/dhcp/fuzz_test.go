@@ -30,7 +30,7 @@ func FuzzHandle(f *testing.F) {
 		if o.reply == nil {
 			return
 		}
-		s := parseReply(t, o.reply)
+		s := parseReply(t, o.reply, bridgeMAC)
 		if !bytes.Equal(s.msg.ClientHWAddr, knownMAC) {
 			t.Fatalf("replied to chaddr %v, which has no lease", s.msg.ClientHWAddr)
 		}

@@ -85,9 +85,9 @@ type sent struct {
 	msg    *dhcpv4.DHCPv4
 }
 
-// parseReply checks a frame the server sent, the way a client's stack
-// would, and decodes its message.
-func parseReply(t testing.TB, f []byte) sent {
+// parseReply checks a frame the server sent from srcMAC, the way a
+// client's stack would, and decodes its message.
+func parseReply(t testing.TB, f []byte, srcMAC net.HardwareAddr) sent {
 	t.Helper()
 	if len(f) < 42 || f[12] != 0x08 || f[13] != 0 {
 		t.Fatalf("reply is not IPv4 over Ethernet: % x", f[:min(len(f), 42)])
@@ -129,8 +129,8 @@ func parseReply(t testing.TB, f []byte) sent {
 	if err != nil {
 		t.Fatalf("reply does not decode: %v", err)
 	}
-	if !bytes.Equal(f[6:12], bridgeMAC) {
-		t.Errorf("reply from MAC %v, want the bridge's %v", net.HardwareAddr(f[6:12]), bridgeMAC)
+	if !bytes.Equal(f[6:12], srcMAC) {
+		t.Errorf("reply from MAC %v, want the bridge's %v", net.HardwareAddr(f[6:12]), srcMAC)
 	}
 	return sent{
 		dstMAC: net.HardwareAddr(f[0:6]),
@@ -226,7 +226,7 @@ func TestHandle(t *testing.T) {
 			if o.reply == nil {
 				t.Fatalf("no reply: %s", o.note)
 			}
-			s := parseReply(t, o.reply)
+			s := parseReply(t, o.reply, bridgeMAC)
 			m := s.msg
 			if m.MessageType() != tt.want || m.OpCode != dhcpv4.OpcodeBootReply {
 				t.Fatalf("reply %v op %v, want %v", m.MessageType(), m.OpCode, tt.want)
