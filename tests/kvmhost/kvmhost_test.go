@@ -223,3 +223,24 @@ func TestExecCancelReportsCPU(t *testing.T) {
 		t.Errorf("no CPU state in output:\n%s", out.String())
 	}
 }
+
+// TestRunSplitRerunsRepeatedTest covers -test.count: a test that passed
+// once and wedges in its next round is not taken for finished.
+func TestRunSplitRerunsRepeatedTest(t *testing.T) {
+	boots := 0
+	exec := func(ctx context.Context, args []string, watch func(string)) (int, error) {
+		boots++
+		watch("=== RUN   TestA")
+		watch("--- PASS: TestA (0.01s)")
+		watch("=== RUN   TestA")
+		if boots == 1 {
+			<-ctx.Done()
+			return -1, ctx.Err()
+		}
+		watch("--- PASS: TestA (0.01s)")
+		return 0, nil
+	}
+	if got := runSplit(exec, 50*time.Millisecond, "self", []string{"-test.count=2"}, []string{"TestA"}); got != 0 || boots != 2 {
+		t.Errorf("status %d after %d boots; want 0 after 2", got, boots)
+	}
+}

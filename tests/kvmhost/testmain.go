@@ -135,7 +135,7 @@ func runSplit(exec func(ctx context.Context, args []string, watch func(string)) 
 		var next []string
 		for _, t := range remaining {
 			switch {
-			case finished[t]:
+			case finished[t] && t != running: // with -test.count, a test can finish and run again
 			case t == running && hung[t] >= 2:
 				fmt.Fprintf(os.Stderr, "--- FAIL: %s (wedged the test host twice)\n", t)
 				status = 1
