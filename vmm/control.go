@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"kvmstack/vmm/kvm"
 )
 
 // ErrPowerButtonIgnored is returned by Shutdown when the guest has not
@@ -121,8 +123,8 @@ func (m *Machine) State() State { return m.life.State() }
 // Pause stops the guest: every vCPU leaves KVM_RUN (kicked, finishing the
 // exit it was in) and parks; then every virtio device's workers stop
 // between requests with nothing in flight, and serial input is held. The
-// guest's clock does not advance while paused as far as it can see (its
-// vCPUs do not run). ctx bounds the wait for the vCPUs; if it ends first,
+// guest's kvmclock is saved and set back at Resume, so guest time does
+// not advance over the pause. ctx bounds the wait for the vCPUs; if it ends first,
 // the machine keeps running. Pausing needs StateRunning.
 func (m *Machine) Pause(ctx context.Context) error {
 	m.ctlMu.Lock()
@@ -139,12 +141,21 @@ func (m *Machine) Pause(ctx context.Context) error {
 		m.gate.release()
 		return err
 	}
+	// The guest's kvmclock would run on through the pause (it follows
+	// the host's clock); saving it here and setting it back at resume
+	// makes the pause invisible to guest time, as QEMU does.
+	clock, err := m.vm.GetClock()
+	if err != nil {
+		m.gate.release()
+		return fmt.Errorf("pause: %w", err)
+	}
 	select {
 	case m.inputHold <- struct{}{}:
 	case <-ctx.Done():
 		m.gate.release()
 		return fmt.Errorf("pause: serial input: %w", ctx.Err())
 	}
+	m.pausedClock = &clock
 	var errs []error
 	for _, f := range m.virtio {
 		errs = append(errs, f.transport.Pause())
@@ -179,6 +190,12 @@ func (m *Machine) Resume() error {
 
 func (m *Machine) resumeLocked() error {
 	var errs []error
+	if c := m.pausedClock; c != nil {
+		m.pausedClock = nil
+		if err := m.vm.SetClock(kvm.ClockData{Clock: c.Clock}); err != nil {
+			errs = append(errs, fmt.Errorf("resume: %w", err))
+		}
+	}
 	for _, f := range m.virtio {
 		errs = append(errs, f.transport.Resume())
 	}

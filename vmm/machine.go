@@ -62,6 +62,9 @@ type Machine struct {
 	inputHold chan struct{}
 	// runTime[i] is vCPU i's time in KVM_RUN, in nanoseconds.
 	runTime []atomic.Int64
+	// pausedClock is the guest's kvmclock when Pause stopped it; guarded
+	// by ctlMu.
+	pausedClock *kvm.ClockData
 
 	stopOnce  sync.Once
 	stopMu    sync.Mutex
