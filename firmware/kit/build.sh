@@ -187,6 +187,16 @@ main() {
 	STAGE=$(mktemp -d "$CACHE/stage.XXXXXX")
 	trap 'rm -rf "$STAGE"' EXIT
 
+	# Guest-side test tools (firmware/kit/tools/*.c, e.g. ringpoke for the hostile-ring test):
+	# freestanding static C without libc, so each costs the emulated initrd unpack a few KB.
+	mkdir -p "$STAGE/tools"
+	for src in "$KIT_DIR"/tools/*.c; do
+		[ -f "$src" ] || continue
+		gcc -static -nostdlib -ffreestanding -fno-stack-protector -fno-pie -no-pie -O2 \
+			-fno-tree-loop-distribute-patterns -Wall -Wextra -Werror -s -Wl,--build-id=none \
+			-o "$STAGE/tools/$(basename "$src" .c)" "$src" >&2 || die "building $src failed"
+	done
+
 	# make_tree DIR: busybox, its applet links, /init and the directories init uses.
 	make_tree() {
 		local d=$1
@@ -200,6 +210,9 @@ main() {
 			grep . && die "applet links failed"
 		[ -L "$d/bin/sh" ] && [ -L "$d/sbin/switch_root" ] || die "applet links missing"
 		install -m 0755 "$KIT_DIR/init" "$d/init"
+		for tool in "$STAGE"/tools/*; do
+			[ -f "$tool" ] && install -m 0755 "$tool" "$d/bin/"
+		done
 		ln -sf /init "$d/sbin/init"
 		printf 'root:x:0:0:root:/root:/bin/sh\n' >"$d/etc/passwd"
 		printf 'root:x:0:\n' >"$d/etc/group"
