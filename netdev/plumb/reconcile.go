@@ -265,8 +265,21 @@ func (r *Reconciler) bridge(n *Network) (netlink.Link, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Multicast snooping off: with it the bridge itself joins the
+	// all-snoopers group and sends IGMP reports (from 0.0.0.0) to every
+	// guest and every remote; snooping buys nothing when each frame is
+	// copied to every remote host anyway.
+	if l != nil {
+		if b := l.(*netlink.Bridge); b.MulticastSnooping == nil || *b.MulticastSnooping {
+			if err := r.nl.BridgeSetMcastSnoop(bareBridge(l), false); err != nil {
+				return nil, fmt.Errorf("bridge %s: multicast snooping off: %w", n.Bridge, err)
+			}
+			r.log.Info("set bridge multicast snooping off", "name", n.Bridge)
+		}
+	}
 	if l == nil {
-		if err := r.nl.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: n.Bridge, MTU: n.mtu()}}); err != nil {
+		off := false
+		if err := r.nl.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: n.Bridge, MTU: n.mtu()}, MulticastSnooping: &off}); err != nil {
 			return nil, fmt.Errorf("create bridge %s: %w", n.Bridge, err)
 		}
 		r.log.Info("created bridge", "name", n.Bridge)
@@ -275,6 +288,13 @@ func (r *Reconciler) bridge(n *Network) (netlink.Link, error) {
 		}
 	}
 	return l, nil
+}
+
+// bareBridge names l's bridge for a change of bridge options: modifying
+// with the full link as read back resends attributes the kernel refuses to
+// change (EOPNOTSUPP).
+func bareBridge(l netlink.Link) *netlink.Bridge {
+	return &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: l.Attrs().Name, Index: l.Attrs().Index}}
 }
 
 // port brings l to mtu, under master (0: none asked) and up.

@@ -78,6 +78,8 @@ type linkState struct {
 	Port     int
 	Learning bool
 	FDB      []string // "mac>dst", sorted
+	// Bridge only.
+	Snooping bool
 	// TAP only.
 	Owner uint32
 	// Managed links only: net.ipv4.conf.NAME.forwarding and
@@ -120,6 +122,8 @@ func snapshot(t *testing.T, ns *netdev.Namespace) map[string]linkState {
 				s.FDB = append(s.FDB, e.HardwareAddr.String()+">"+e.IP.String())
 			}
 			slices.Sort(s.FDB)
+		case *netlink.Bridge:
+			s.Snooping = v.MulticastSnooping == nil || *v.MulticastSnooping
 		case *netlink.Tuntap:
 			s.Owner = v.Owner
 		}
@@ -332,6 +336,7 @@ func TestReconcileLifecycle(t *testing.T) {
 			{"bridge under a tap's name", func() error {
 				return errors.Join(nl.LinkDel(mustLink("kvt-red3")), nl.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "kvt-red3"}}))
 			}},
+			{"multicast snooping back on", func() error { return nl.BridgeSetMcastSnoop(bareBridge(mustLink("kvb-red")), true) }},
 			{"forwarding turned on for every device", func() error { return writeSysctl(ns, "ipv4/conf/all/forwarding", "1") }},
 			{"ipv6 back on a tap", func() error { return writeSysctl(ns, "ipv6/conf/kvt-red1/disable_ipv6", "0") }},
 			{"leftover bridge, vxlan and tap of an old network", func() error {
