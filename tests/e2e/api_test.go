@@ -174,3 +174,79 @@ func TestAPIConfigureAndStart(t *testing.T) {
 		t.Errorf("guest MemTotal %s kB: want the 96 MiB given through the API", m[2])
 	}
 }
+
+var tick = regexp.MustCompile(`TICK (\d+)`)
+
+// lastTick is the highest TICK the guest has printed.
+func lastTick(console string) int {
+	n := 0
+	for _, m := range tick.FindAllStringSubmatch(console, -1) {
+		if v, _ := strconv.Atoi(m[1]); v > n {
+			n = v
+		}
+	}
+	return n
+}
+
+// TestAPIPauseResume: a paused guest prints nothing (its vCPUs do not
+// run), a resumed one counts on from where it stopped, and the lifecycle's
+// wrong states are 409s.
+func TestAPIPauseResume(t *testing.T) {
+	p, c := startWithAPI(t, `i=0; while :; do i=$((i+1)); echo "TICK $i"; sleep 1; done`)
+	deadline := time.Now().Add(bootTimeout)
+	for lastTick(p.console.String()) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("guest does not count\nconsole:\n%s", tail(p.console.String()))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.must("PUT", "/vm/state", `{"state":"running"}`, 409)
+	c.must("PUT", "/vm/state", `{"state":"paused"}`, 204)
+	atPause := p.console.String()
+	if v := c.info(); v.State != "paused" {
+		t.Fatalf("state after pause: %+v", v)
+	}
+	c.must("PUT", "/vm/state", `{"state":"paused"}`, 409)
+	c.must("POST", "/vm/shutdown", "", 409)
+	time.Sleep(3 * time.Second)
+	if now := p.console.String(); now != atPause {
+		t.Fatalf("the paused guest printed %q", now[len(atPause):])
+	}
+	paused := lastTick(atPause)
+	c.must("PUT", "/vm/state", `{"state":"running"}`, 204)
+	for lastTick(p.console.String()) <= paused {
+		if time.Now().After(deadline) {
+			t.Fatalf("no TICK after %d once resumed\nconsole:\n%s", paused, tail(p.console.String()))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if v := c.info(); v.State != "running" {
+		t.Fatalf("state after resume: %+v", v)
+	}
+	// Counting continues without repeats or gaps.
+	var seen []int
+	for _, m := range tick.FindAllStringSubmatch(p.console.String(), -1) {
+		v, _ := strconv.Atoi(m[1])
+		seen = append(seen, v)
+	}
+	for i, v := range seen {
+		if v != i+1 {
+			t.Fatalf("ticks %v: want 1, 2, 3, ...", seen)
+		}
+	}
+	c.must("POST", "/vm/kill", "", 204)
+	if r := p.wait(t); r.status != exitStopped {
+		t.Fatalf("status %d after POST /vm/kill, want %d\nstderr:\n%s", r.status, exitStopped, r.stderr)
+	}
+}
+
+// TestAPIShutdown: POST /vm/shutdown presses the ACPI power button; the
+// kit's init sees it, says so and powers off, and vmm exits 0.
+func TestAPIShutdown(t *testing.T) {
+	p, c := startWithAPI(t, "sleep 600")
+	c.must("POST", "/vm/shutdown", "", 204)
+	r := p.wait(t)
+	if r.status != exitPowerOff || !strings.Contains(r.console, "KIT POWER BUTTON") {
+		t.Fatalf("status %d after POST /vm/shutdown (want %d and KIT POWER BUTTON)\nconsole:\n%s\nstderr:\n%s", r.status, exitPowerOff, tail(r.console), r.stderr)
+	}
+}
