@@ -130,7 +130,7 @@ func (c *dhcpClient) lease(extra ...string) string {
 func TestServeUdhcpc(t *testing.T) {
 	busybox, err := exec.LookPath("busybox")
 	if err != nil {
-		t.Skip("busybox not installed (apt-get install busybox): it provides the independent DHCP client")
+		t.Skip("busybox not installed (make deps installs busybox-static): it provides the independent DHCP client")
 	}
 	host := newNamespace(t)
 	rec, err := plumb.New(plumb.Options{Namespace: host, Prefixes: []string{"kvb-", "kvx-"}})
@@ -216,7 +216,7 @@ func TestServeUdhcpc(t *testing.T) {
 func TestServeAcrossHosts(t *testing.T) {
 	busybox, err := exec.LookPath("busybox")
 	if err != nil {
-		t.Skip("busybox not installed (apt-get install busybox): it provides the independent DHCP client")
+		t.Skip("busybox not installed (make deps installs busybox-static): it provides the independent DHCP client")
 	}
 	script := filepath.Join(t.TempDir(), "udhcpc.sh")
 	if err := os.WriteFile(script, []byte(udhcpcScript), 0o755); err != nil {
