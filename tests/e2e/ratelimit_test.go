@@ -2,11 +2,16 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"kvmstack/virtio/ratelimit"
 	"kvmstack/vmm"
@@ -80,6 +85,89 @@ func TestRateLimitDisk(t *testing.T) {
 		}
 		if lim < 0.9*limit || lim > 1.1*limit {
 			t.Errorf("%s ran at %.2f MiB/s, want %.2f ±10%%", op, lim/(1<<20), float64(limit)/(1<<20))
+		}
+	}
+}
+
+// rateNetSize is what the net rate-limit test moves each way.
+const rateNetSize = 4 << 20
+
+// rateNetScript sends rateNetSize bytes to the host and then receives as
+// many, timing the download with /proc/uptime (the host times the upload).
+var rateNetScript = fmt.Sprintf(`set -e
+ip link set eth0 up
+ip addr add 10.0.2.15/24 dev eth0
+ns() { read u _ </proc/uptime; echo $(( ${u%%.*}${u#*.} * 10000000 )); }
+dd if=/dev/zero bs=65536 count=%d 2>/dev/null | nc %s %d
+echo "RLN UPLOAD DONE"
+s=$(ns)
+n=$(nc %s %d | wc -c)
+e=$(ns); echo "RLN DOWN bytes=$n ns=$((e-s))"`, rateNetSize/65536, netHostAddr, netUpPort, netHostAddr, netDownPort)
+
+var rlnDown = regexp.MustCompile(`RLN DOWN bytes=(\d+) ns=(\d+)`)
+
+// TestRateLimitNet limits the guest's NIC to 1 MiB/s with the flag syntax
+// (--net tap=...,bw=1M: each direction gets its own buckets) and moves 4 MiB
+// each way over TCP: the host times the upload (guest transmit), the guest
+// the download (guest receive); both must be within 10 % of the limit.
+func TestRateLimitNet(t *testing.T) {
+	needKit(t, kitVmlinux, kitInitrd)
+	ns := netNamespace(t)
+	const timeout = 8 * time.Minute
+	deadline := time.Now().Add(timeout)
+	lnUp, err := ns.Listen("tcp", net.JoinHostPort(netHostAddr, strconv.Itoa(netUpPort)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lnUp.Close()
+	lnDown, err := ns.Listen("tcp", net.JoinHostPort(netHostAddr, strconv.Itoa(netDownPort)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lnDown.Close()
+	// Upload: time from the first byte to the last, then close (the
+	// guest's nc may not half-close at the end of its input).
+	upTime := serveOnce(lnUp, deadline, func(c net.Conn) (time.Duration, error) {
+		var first [1]byte
+		if _, err := io.ReadFull(c, first[:]); err != nil {
+			return 0, err
+		}
+		start := time.Now()
+		if _, err := io.CopyN(io.Discard, c, rateNetSize-1); err != nil {
+			return 0, err
+		}
+		return time.Since(start), nil
+	})
+	downDone := serveOnce(lnDown, deadline, func(c net.Conn) (bool, error) {
+		_, err := c.Write(make([]byte, rateNetSize))
+		return err == nil, err
+	})
+	const limit = 1 << 20
+	args := append(kitArgs(1, "256M", kitRun(rateNetScript)), "--net", "tap="+netTap+",bw=1M")
+	r := startVMMIn(t, ns, timeout, args...).wait(t)
+	if r.status != exitPowerOff || !strings.Contains(r.console, "KIT EXIT 0") {
+		t.Fatalf("status %d (want %d and KIT EXIT 0)\nconsole:\n%s\nstderr:\n%s", r.status, exitPowerOff, tail(r.console), r.stderr)
+	}
+	up := <-upTime
+	if up == 0 {
+		t.Fatalf("upload did not complete\n%s", tail(r.console))
+	}
+	if !<-downDone {
+		t.Fatal("download: host could not send")
+	}
+	m := rlnDown.FindStringSubmatch(r.console)
+	if m == nil || m[1] != strconv.Itoa(rateNetSize) {
+		t.Fatalf("download: %v, want %d bytes\n%s", m, rateNetSize, tail(r.console))
+	}
+	downNS, _ := strconv.ParseFloat(m[2], 64)
+	rates := map[string]float64{
+		"transmit (upload)":  float64(rateNetSize-1) / up.Seconds(),
+		"receive (download)": float64(rateNetSize) / (downNS / 1e9),
+	}
+	for dir, rate := range rates {
+		t.Logf("%s: %.2f MiB/s (limit %.2f)", dir, rate/(1<<20), float64(limit)/(1<<20))
+		if rate < 0.9*limit || rate > 1.1*limit {
+			t.Errorf("%s ran at %.2f MiB/s, want %.2f ±10%%", dir, rate/(1<<20), float64(limit)/(1<<20))
 		}
 	}
 }
