@@ -180,7 +180,7 @@ func (h *Host) Exec(ctx context.Context, args []string, watch func(line string))
 	// loglevel=4 lets soft-lockup, hung-task and RCU-stall reports through,
 	// which is what a wedged test host has to say.
 	cmd := exec.CommandContext(ctx, "qemu-system-x86_64",
-		"-M", "q35", "-accel", "tcg,thread=multi", "-cpu", "EPYC,+svm,+npt",
+		"-M", "q35", "-accel", "tcg,thread=multi", "-cpu", "EPYC,+svm,+npt,-tsc-deadline",
 		"-smp", strconv.Itoa(cfg.CPUs), "-m", strconv.Itoa(cfg.MemoryMiB),
 		"-kernel", filepath.Join(cfg.Dir, "vmlinuz"), "-initrd", h.archive,
 		"-append", "console=ttyS0 quiet loglevel=4 panic=-1 rdinit=/init kvmhost.cmd="+enc,
