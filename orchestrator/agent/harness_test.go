@@ -90,6 +90,13 @@ func (c *cluster) upload(name, kind string, b []byte) *state.Image {
 	return img
 }
 
+// with returns the cluster for use in subtest t.
+func (c *cluster) with(t *testing.T) *cluster {
+	cc := *c
+	cc.t = t
+	return &cc
+}
+
 // startAgent runs an agent on dataDir until the returned stop is called
 // (or the test ends); stop waits for Run to return.
 func (c *cluster) startAgent(dataDir string, mod func(*Config)) (stop func()) {
@@ -168,7 +175,7 @@ func (c *cluster) waitState(id, st string, pred func(*state.Instance) bool) *sta
 		if in.State == st && (pred == nil || pred(in)) {
 			return in
 		}
-		if time.Now().After(deadline) || in.State == state.InstanceError && st != state.InstanceError {
+		if time.Now().After(deadline) || in.State == state.InstanceError && st != state.InstanceError && (in.RestartPolicy == "" || in.RestartPolicy == state.RestartNever) {
 			c.t.Fatalf("instance %s is %s, want %s; history %+v", id, in.State, st, in.History)
 		}
 		time.Sleep(20 * time.Millisecond)

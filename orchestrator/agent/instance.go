@@ -197,7 +197,8 @@ func (in *instance) build(ctx context.Context, reason string) {
 		}
 		in.log.Warn("build failed", "err", err)
 		if !in.diskInUse() {
-			os.Remove(filepath.Join(in.dir, fileDisk))
+			// Nothing of a guest is there yet: leave nothing behind.
+			os.RemoveAll(in.dir)
 		}
 		in.report(ctx, state.InstanceError, err.Error())
 		return

@@ -65,6 +65,9 @@ func (p *vmmProcess) exited() bool {
 // process (and so cannot wait for it) reads.
 func startVMM(path string, args, env []string, dir string) (*vmmProcess, error) {
 	os.Remove(filepath.Join(dir, fileExitStatus))
+	// Only called when no vmm of this instance runs: a socket file left is
+	// a dead vmm's (one killed has no chance to remove it).
+	os.Remove(filepath.Join(dir, fileSocket))
 	console, err := os.OpenFile(filepath.Join(dir, fileConsole), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("vmm: console log: %w", err)

@@ -1,0 +1,188 @@
+package agent
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"kvmstack/orchestrator/api"
+	"kvmstack/orchestrator/state"
+)
+
+// TestReadoption stops an agent while its guest runs (as kill -9 would:
+// nothing is cleaned up), starts a new agent on the same data directory
+// and checks that it adopts the running vmm (same pid, never restarted),
+// that it still drives it, and that the vmm's later death is reported with
+// the exit status the first agent's reaper recorded.
+func TestReadoption(t *testing.T) {
+	c := newCluster(t, 1)
+	data := t.TempDir()
+	stop1 := c.startAgent(data, nil)
+	id := c.create("db", api.InstanceRequest{Image: c.disk.ID})
+	c.waitState(id, state.InstanceRunning, nil)
+	dir := filepath.Join(data, "instances", id)
+	pid := readPID(t, dir)
+	stop1()
+	if !alive(pid) {
+		t.Fatalf("vmm %d died with its agent", pid)
+	}
+
+	c.startAgent(data, nil)
+	// Proof of adoption: the new agent pauses the same process.
+	c.action(id, state.ActionPause)
+	c.waitState(id, state.InstancePaused, nil)
+	if p := readPID(t, dir); p != pid || !alive(pid) {
+		t.Fatalf("after re-adoption pid %d (alive %v), want %d", p, alive(pid), pid)
+	}
+	console, _ := os.ReadFile(filepath.Join(dir, fileConsole))
+	if n := bytes.Count(console, []byte("booted")); n != 1 {
+		t.Fatalf("the guest booted %d times, want once", n)
+	}
+	info, err := NewVMMClient(filepath.Join(dir, fileSocket)).Info(t.Context())
+	if err != nil || info.State != "paused" {
+		t.Fatalf("vmm state %v %v, want paused", info, err)
+	}
+
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	in := c.waitState(id, state.InstanceError, nil)
+	if r := lastReason(in); !strings.Contains(r, "exited: signal: killed") {
+		t.Errorf("reason %q does not give the exit status", r)
+	}
+}
+
+// TestAdoptionRefusesStrangers checks that a pid file naming a process
+// that is not this instance's vmm is not adopted and the instance is
+// reported failed instead.
+func TestAdoptionRefusesStrangers(t *testing.T) {
+	c := newCluster(t, 1)
+	data := t.TempDir()
+	stop1 := c.startAgent(data, nil)
+	id := c.create("x", api.InstanceRequest{Image: c.disk.ID})
+	c.waitState(id, state.InstanceRunning, nil)
+	dir := filepath.Join(data, "instances", id)
+	pid := readPID(t, dir)
+	stop1()
+	// The vmm dies while no agent runs; its pid file now names the test
+	// process itself, alive but no vmm.
+	syscall.Kill(pid, syscall.SIGKILL)
+	waitFor(t, "the first agent's reaper", 5*time.Second, func() bool {
+		_, err := os.Stat(filepath.Join(dir, fileExitStatus))
+		return err == nil
+	})
+	os.Remove(filepath.Join(dir, fileExitStatus))
+	if err := os.WriteFile(filepath.Join(dir, filePID), []byte(itoa(os.Getpid())), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.startAgent(data, nil)
+	in := c.waitState(id, state.InstanceError, nil)
+	if r := lastReason(in); !strings.Contains(r, "not running after an agent restart: "+statusUnknown) {
+		t.Errorf("reason %q", r)
+	}
+}
+
+// TestVMMDeath kills a running vmm and checks the report and the restart
+// policy.
+func TestVMMDeath(t *testing.T) {
+	tests := []struct {
+		policy  string
+		restart bool
+	}{
+		{"", false},
+		{state.RestartNever, false},
+		{state.RestartOnFailure, true},
+		{state.RestartAlways, true},
+	}
+	c := newCluster(t, 1)
+	data := t.TempDir()
+	c.startAgent(data, nil)
+	for _, tc := range tests {
+		t.Run("policy="+tc.policy, func(t *testing.T) {
+			c := c.with(t)
+			id := c.create("p"+strings.ReplaceAll(tc.policy, "-", ""), api.InstanceRequest{Image: c.disk.ID, RestartPolicy: tc.policy})
+			c.waitState(id, state.InstanceRunning, nil)
+			dir := filepath.Join(data, "instances", id)
+			pid := readPID(t, dir)
+			syscall.Kill(pid, syscall.SIGKILL)
+			if !tc.restart {
+				in := c.waitState(id, state.InstanceError, nil)
+				if r := lastReason(in); !strings.Contains(r, "exited: signal: killed") {
+					t.Errorf("reason %q", r)
+				}
+				time.Sleep(300 * time.Millisecond)
+				if in := c.instance(id); in.State != state.InstanceError {
+					t.Errorf("restarted without a restart policy: %s", in.State)
+				}
+				return
+			}
+			in := c.waitState(id, state.InstanceRunning, func(in *state.Instance) bool { return len(in.History) >= 7 })
+			var states []string
+			for _, h := range in.History[3:] {
+				states = append(states, h.State)
+			}
+			if got := strings.Join(states, " "); got != "running error building running" {
+				t.Errorf("states after the first start: %s", got)
+			}
+			if r := in.History[4].Reason; !strings.Contains(r, "exited: signal: killed") {
+				t.Errorf("error reason %q", r)
+			}
+			if p := readPID(t, dir); p == pid || !alive(p) {
+				t.Errorf("restarted vmm pid %d (old %d)", p, pid)
+			}
+		})
+	}
+}
+
+// TestGuestPowerOff checks that a guest that powers itself off leaves the
+// instance stopped (not error), and restarted only under policy always.
+func TestGuestPowerOff(t *testing.T) {
+	c := newCluster(t, 1)
+	data := t.TempDir()
+	c.startAgent(data, nil)
+	for _, policy := range []string{state.RestartOnFailure, state.RestartAlways} {
+		t.Run(policy, func(t *testing.T) {
+			c := c.with(t)
+			id := c.create("off"+strings.ReplaceAll(policy, "-", ""), api.InstanceRequest{Image: c.disk.ID, RestartPolicy: policy})
+			c.waitState(id, state.InstanceRunning, nil)
+			dir := filepath.Join(data, "instances", id)
+			pid := readPID(t, dir)
+			// What the guest's poweroff looks like from outside: vmm exits 0.
+			if err := NewVMMClient(filepath.Join(dir, fileSocket)).Shutdown(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			in := c.waitState(id, state.InstanceStopped, nil)
+			if policy == state.RestartAlways {
+				in = c.waitState(id, state.InstanceRunning, func(in *state.Instance) bool { return len(in.History) > 5 })
+				if p := readPID(t, dir); p == pid {
+					t.Errorf("not restarted")
+				}
+			} else {
+				time.Sleep(300 * time.Millisecond)
+				if in = c.instance(id); in.State != state.InstanceStopped {
+					t.Errorf("state %s after power-off with policy %s", in.State, policy)
+				}
+			}
+			if r := in.History[4].Reason; r != "guest powered off (vmm exit status 0)" {
+				t.Errorf("reason %q", r)
+			}
+		})
+	}
+}
+
+// TestVMMFailsAtStart checks that a vmm that exits during start makes the
+// instance error with its status and log line, and leaves no disk.
+func TestVMMFailsAtStart(t *testing.T) {
+	c := newCluster(t, 1)
+	data := t.TempDir()
+	c.startAgent(data, func(cfg *Config) { cfg.VMMEnv = append(cfg.VMMEnv, fakeExitOnStart+"=2") })
+	id := c.create("bad", api.InstanceRequest{Image: c.disk.ID})
+	in := c.waitState(id, state.InstanceError, nil)
+	if r := lastReason(in); !strings.Contains(r, "vmm exited during start: exit status 2") || !strings.Contains(r, "fake failure at start") {
+		t.Errorf("reason %q", r)
+	}
+}
