@@ -98,10 +98,12 @@ func kindOf(l netlink.Link) kind {
 }
 
 // Reconcile makes the namespace's owned links match d:
-//   - every network has an up bridge with the MTU; a VXLAN with the VNI,
-//     local address, port 4789, learning off, the MTU, attached to the
-//     bridge and up; exactly the forwarding entries that Remotes and
-//     Neighbors ask for; and its TAPs, persistent, attached, up;
+//   - every network has an up bridge with the MTU, multicast snooping off
+//     and IPv4 forwarding off; a VXLAN with the VNI, local address, port
+//     4789, learning off, the MTU, attached to the bridge and up; exactly
+//     the forwarding entries that Remotes and Neighbors ask for; and its
+//     TAPs, persistent, owned as asked, attached, up; IPv6 is disabled on
+//     all of them;
 //   - owned bridges, VXLANs and TAPs that d does not name are deleted
 //     (first, so that a VNI or name can move between networks);
 //   - a link of the right name but wrong kind or unchangeable attributes
