@@ -198,7 +198,11 @@ func (m *Machine) captureState() (*snapshot.State, error) {
 	if st.VM.PIT, err = m.vm.GetPIT2(); err != nil {
 		return nil, err
 	}
-	if st.VM.Clock, err = m.vm.GetClock(); err != nil {
+	// The clock as Pause stopped it: kvmclock runs on in KVM while the
+	// machine is paused, and Resume sets it back to that value.
+	if m.pausedClock != nil {
+		st.VM.Clock = *m.pausedClock
+	} else if st.VM.Clock, err = m.vm.GetClock(); err != nil {
 		return nil, err
 	}
 	if err := m.captureDevices(&st.Devices); err != nil {

@@ -1,0 +1,233 @@
+package e2e
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// countScript prints "count N" once a second, N from 1 up, forever.
+const countScript = `i=0; while :; do i=$((i+1)); echo "count $i"; sleep 1; done`
+
+var countLine = regexp.MustCompile(`(?m)^count (\d+)\r?$`)
+
+// counts returns the numbers of the complete count lines in console.
+func counts(console string) []int {
+	var out []int
+	for _, m := range countLine.FindAllStringSubmatch(console, -1) {
+		n, _ := strconv.Atoi(m[1])
+		out = append(out, n)
+	}
+	return out
+}
+
+// waitCount waits until the console shows count n or later.
+func waitCount(t *testing.T, p *vmmProc, n int) {
+	t.Helper()
+	re := regexp.MustCompile(fmt.Sprintf(`(?m)^count %d\r?$`, n))
+	if !p.waitFor(t, re) {
+		r := p.wait(t)
+		t.Fatalf("no \"count %d\" (status %d)\nconsole:\n%s\nstderr:\n%s", n, r.status, tail(r.console), r.stderr)
+	}
+}
+
+// bootCounter boots the kit counting on its console, with the control API.
+func bootCounter(t *testing.T, memory string, extra ...string) (*vmmProc, *apiClient) {
+	t.Helper()
+	needKit(t, kitVmlinux, kitInitrd)
+	sock := filepath.Join(t.TempDir(), "vmm.sock")
+	args := append(kitArgs(1, memory, kitRun(countScript)), "--api-socket", sock)
+	p := startVMM(t, bootTimeout, append(args, extra...)...)
+	c := newAPIClient(t, sock)
+	c.waitSocket(p)
+	return p, c
+}
+
+// pauseAndSnapshot pauses the guest through the API and snapshots it into
+// dir, returning how long the snapshot request took.
+func pauseAndSnapshot(t *testing.T, p *vmmProc, c *apiClient, dir string) (snapshotTook time.Duration) {
+	t.Helper()
+	c.must("PUT", "/vm/state", `{"state": "paused"}`, 204)
+	body, _ := json.Marshal(map[string]string{"dir": dir})
+	start := time.Now()
+	c.must("PUT", "/snapshot", string(body), 204)
+	return time.Since(start)
+}
+
+// kill ends vmm with SIGKILL, as a crashed host process would end.
+func (p *vmmProc) kill(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-p.done
+}
+
+// TestSnapshotRestoreContinuesCount: a guest counting to its console is
+// paused and snapshotted, its vmm is killed, and `vmm --restore` resumes
+// it: the count goes on from where it stopped, no number repeated and
+// none skipped, so CPU, timer, interrupt and UART state all came back.
+func TestSnapshotRestoreContinuesCount(t *testing.T) {
+	p, c := bootCounter(t, "256M")
+	waitCount(t, p, 3)
+	snap := filepath.Join(t.TempDir(), "snap")
+	pauseAndSnapshot(t, p, c, snap)
+	paused := p.console.String()
+	time.Sleep(2 * time.Second)
+	if now := p.console.String(); now != paused {
+		t.Fatalf("console grew while paused: %q", now[len(paused):])
+	}
+	p.kill(t)
+	before := counts(paused)
+	last := before[len(before)-1]
+
+	q := startVMM(t, bootTimeout, "--restore", snap)
+	waitCount(t, q, last+3)
+	q.kill(t)
+	// The restored UART continues the very byte stream: a line cut by the
+	// snapshot is completed by the restored guest.
+	all := counts(paused + q.console.String())
+	for i, n := range all {
+		if n != i+1 {
+			t.Fatalf("count sequence broken at position %d: %d (want %d); last before snapshot %d\nbefore:\n%s\nafter restore:\n%s",
+				i, n, i+1, last, tail(paused), q.console.String())
+		}
+	}
+	if len(all) < last+3 {
+		t.Fatalf("only %d counts", len(all))
+	}
+	t.Logf("counted to %d before the snapshot and on to %d after restore", last, all[len(all)-1])
+}
+
+// TestRestoreRefusesDamagedSnapshot: a snapshot with a flipped byte, a
+// truncated memory file, or a format version this vmm does not read is
+// refused with exit status 2 and one line saying why.
+func TestRestoreRefusesDamagedSnapshot(t *testing.T) {
+	p, c := bootCounter(t, "128M")
+	waitCount(t, p, 1)
+	snap := filepath.Join(t.TempDir(), "snap")
+	pauseAndSnapshot(t, p, c, snap)
+	p.kill(t)
+	tests := []struct {
+		name   string
+		damage func(t *testing.T) (undo func())
+		want   string
+	}{
+		{"state byte flipped", func(t *testing.T) func() {
+			return editBytes(t, filepath.Join(snap, "state.json"), func(b []byte) []byte { b[len(b)/3] ^= 0x01; return b })
+		}, "corrupt snapshot"},
+		{"memory truncated", func(t *testing.T) func() {
+			path := filepath.Join(snap, "memory")
+			st, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Truncate(path, st.Size()/2); err != nil {
+				t.Fatal(err)
+			}
+			return func() {}
+		}, "corrupt snapshot"},
+		{"other format version", func(t *testing.T) func() {
+			return editBytes(t, filepath.Join(snap, "manifest.json"), func(b []byte) []byte {
+				return []byte(strings.Replace(string(b), `"format_version": 1`, `"format_version": 2`, 1))
+			})
+		}, "unsupported snapshot format"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			undo := tc.damage(t)
+			defer undo()
+			r := runVMM(t, time.Minute, "--restore", snap)
+			lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
+			if r.status != exitUsage || len(lines) != 1 || !strings.Contains(lines[0], tc.want) {
+				t.Fatalf("status %d, stderr %q; want %d and one line saying %q", r.status, r.stderr, exitUsage, tc.want)
+			}
+			t.Logf("refused: %s", lines[0])
+		})
+	}
+}
+
+// editBytes rewrites a file through f and returns a function restoring it.
+func editBytes(t *testing.T, path string, f func([]byte) []byte) func() {
+	t.Helper()
+	orig, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, f(append([]byte(nil), orig...)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		if err := os.WriteFile(path, orig, 0o600); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+var (
+	restoredTook = regexp.MustCompile(`msg="machine restored".* (took=.*)`)
+	snapshotTook = regexp.MustCompile(`msg="snapshot written".* took=(\S+)`)
+	resumedLine  = regexp.MustCompile(`msg=resumed`)
+)
+
+var snapshotBench = flag.Bool("snapshot-bench", false, "run TestSnapshotRestoreTimes (boots 256 MiB and 1 GiB guests)")
+
+// TestSnapshotRestoreTimes is the snapshot benchmark: for a 256 MiB and a
+// 1 GiB kit guest it measures the snapshot (API call and vmm's own time),
+// the memory file's size on disk, and restore to running: from starting
+// `vmm --restore` to its "resumed" log line, and vmm's own restore time.
+// It is a test, not a Benchmark, because tests/kvmhost runs tests by name
+// in the nested test host; it only runs when asked:
+//
+//	go test -count=1 -v -run '^TestSnapshotRestoreTimes$' ./tests/e2e/ -args -snapshot-bench
+func TestSnapshotRestoreTimes(t *testing.T) {
+	if !*snapshotBench {
+		t.Skip("measurement only: run with -args -snapshot-bench")
+	}
+	for _, mem := range []string{"256M", "1G"} {
+		t.Run(mem, func(t *testing.T) {
+			p, c := bootCounter(t, mem, "--log-level", "info")
+			waitCount(t, p, 2)
+			snap := filepath.Join(t.TempDir(), "snap")
+			apiTook := pauseAndSnapshot(t, p, c, snap)
+			p.kill(t)
+			inner := snapshotTook.FindStringSubmatch(p.stderr.String())
+			var st syscall.Stat_t
+			if err := syscall.Stat(filepath.Join(snap, "memory"), &st); err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			q := startVMM(t, bootTimeout, "--restore", snap, "--log-level", "info")
+			for !resumedLine.MatchString(q.stderr.String()) {
+				select {
+				case <-q.done:
+					t.Fatalf("vmm --restore ended: %s", q.stderr.String())
+				case <-time.After(time.Millisecond):
+				}
+			}
+			toRunning := time.Since(start)
+			before := counts(p.console.String())
+			waitCount(t, q, before[len(before)-1]+1)
+			q.kill(t)
+			restored := restoredTook.FindStringSubmatch(q.stderr.String())
+			t.Logf("SNAPSHOT-BENCH %s guest: snapshot %v (vmm %s), memory file %d MiB apparent, %.1f MiB on disk; restore to running %v (vmm %s)",
+				mem, apiTook.Round(time.Millisecond), submatch(inner), st.Size>>20, float64(st.Blocks*512)/(1<<20),
+				toRunning.Round(time.Millisecond), submatch(restored))
+		})
+	}
+}
+
+func submatch(m []string) string {
+	if len(m) < 2 {
+		return "?"
+	}
+	return m[1]
+}
