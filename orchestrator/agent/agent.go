@@ -133,9 +133,13 @@ type Agent struct {
 	lost    map[string]string // instance id → status of a vmm found dead at start
 	wg      sync.WaitGroup
 
+	// netView is the newest host networking view that Network plumbed,
+	// seenView the newest one fetched (plumbed or not).
 	netMu      sync.Mutex
 	netIndex   uint64
 	netView    *state.HostNetworking
+	seenIndex  uint64
+	seenView   *state.HostNetworking
 	netErr     error
 	netChanged chan struct{}
 }
@@ -425,19 +429,14 @@ func (a *Agent) waitPorts(ctx context.Context, id string, index uint64) ([]state
 	defer timer.Stop()
 	for {
 		a.netMu.Lock()
-		view, vidx, nerr, changed := a.netView, a.netIndex, a.netErr, a.netChanged
+		view, vidx, seen, sidx, nerr, changed := a.netView, a.netIndex, a.seenView, a.seenIndex, a.netErr, a.netChanged
 		a.netMu.Unlock()
+		if seen != nil && sidx >= index && len(portsOf(seen, id)) == 0 {
+			// No NIC: nothing to wait for, even if plumbing fails.
+			return nil, nil
+		}
 		if view != nil && vidx >= index {
-			var ports []state.HostPort
-			for _, n := range view.Networks {
-				for _, p := range n.Ports {
-					if p.InstanceID == id {
-						ports = append(ports, p)
-					}
-				}
-			}
-			slices.SortFunc(ports, func(x, y state.HostPort) int { return cmp.Compare(x.Index, y.Index) })
-			return ports, nil
+			return portsOf(view, id), nil
 		}
 		select {
 		case <-ctx.Done():
@@ -450,6 +449,20 @@ func (a *Agent) waitPorts(ctx context.Context, id string, index uint64) ([]state
 			return nil, fmt.Errorf("network not ready after %s", a.cfg.NetworkTimeout)
 		}
 	}
+}
+
+// portsOf returns the instance's ports in a view, in NIC order.
+func portsOf(view *state.HostNetworking, id string) []state.HostPort {
+	var ports []state.HostPort
+	for _, n := range view.Networks {
+		for _, p := range n.Ports {
+			if p.InstanceID == id {
+				ports = append(ports, p)
+			}
+		}
+	}
+	slices.SortFunc(ports, func(x, y state.HostPort) int { return cmp.Compare(x.Index, y.Index) })
+	return ports
 }
 
 // watchNetwork follows the host's networking view and has Network plumb
@@ -467,8 +480,15 @@ func (a *Agent) watchNetwork(ctx context.Context) {
 		if err == nil && n == idx {
 			continue // the wait expired without a change
 		}
-		if err == nil && a.cfg.Network != nil {
-			err = a.cfg.Network.Reconcile(ctx, &hn)
+		if err == nil {
+			a.netMu.Lock()
+			a.seenView, a.seenIndex = &hn, n
+			close(a.netChanged)
+			a.netChanged = make(chan struct{})
+			a.netMu.Unlock()
+			if a.cfg.Network != nil {
+				err = a.cfg.Network.Reconcile(ctx, &hn)
+			}
 		}
 		if err != nil {
 			if ctx.Err() != nil {
