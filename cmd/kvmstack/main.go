@@ -39,7 +39,7 @@ func newApp() *cli.App {
 		Commands: []*cli.Command{
 			serverCommand(), loginCommand(), logoutCommand(), tokenCommand(),
 			projectCommand(), userCommand(), roleCommand(), imageCommand(), flavorCommand(),
-			hostCommand(), instanceCommand(), groupCommand(), networkCommand(),
+			hostCommand(), instanceCommand(), groupCommand(), networkCommand(), agentCommand(),
 		},
 	}
 	for _, c := range app.Commands {

@@ -206,22 +206,26 @@ func (a *Agent) withClient(ctx context.Context, f func(*client.Client) error) er
 	var err error
 	relogged := false
 	for range len(a.clients) + 1 {
+		err = nil
 		a.clientMu.Lock()
 		c := a.clients[a.cur]
 		a.clientMu.Unlock()
 		if c.Token == "" && a.cfg.Password != "" {
-			if err = a.login(ctx, c); err != nil {
-				return err
+			var nc *client.Client
+			if nc, err = a.login(ctx, c); err == nil {
+				c = nc
 			}
 		}
-		err = f(c)
+		if err == nil {
+			err = f(c)
+		}
 		var ae *client.APIError
 		switch {
 		case err == nil || ctx.Err() != nil:
 			return err
 		case errors.As(err, &ae) && ae.Status == http.StatusUnauthorized && a.cfg.Password != "" && !relogged:
 			relogged = true
-			if lerr := a.login(ctx, c); lerr != nil {
+			if _, lerr := a.login(ctx, c); lerr != nil {
 				return lerr
 			}
 		case errors.As(err, &ae):
@@ -238,11 +242,22 @@ func (a *Agent) withClient(ctx context.Context, f func(*client.Client) error) er
 	return err
 }
 
-func (a *Agent) login(ctx context.Context, c *client.Client) error {
+// login gets a new token from old's server and installs a client with it
+// in old's place (clients are shared between goroutines, so a token is
+// never changed in place).
+func (a *Agent) login(ctx context.Context, old *client.Client) (*client.Client, error) {
+	c := client.New(old.Addr, "")
 	if _, err := c.Login(ctx, a.cfg.User, a.cfg.Password, cmp.Or(a.cfg.Project, "admin")); err != nil {
-		return fmt.Errorf("agent: login as %s: %w", a.cfg.User, err)
+		return nil, fmt.Errorf("agent: login as %s: %w", a.cfg.User, err)
 	}
-	return nil
+	a.clientMu.Lock()
+	defer a.clientMu.Unlock()
+	for i := range a.clients {
+		if a.clients[i] == old {
+			a.clients[i] = c
+		}
+	}
+	return c, nil
 }
 
 func (a *Agent) call(ctx context.Context, method, path string, q url.Values, in, out any) (uint64, error) {
