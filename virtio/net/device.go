@@ -166,6 +166,10 @@ func (d *Device) SetTxRateLimit(l ratelimit.Limits) error {
 	return nil
 }
 
+// Throttled counts the times the receive and transmit workers had to wait
+// for tokens.
+func (d *Device) Throttled() (rx, tx uint64) { return d.rxLim.Throttled(), d.txLim.Throttled() }
+
 // RateLimit returns the receive and transmit limits.
 func (d *Device) RateLimit() (rx, tx ratelimit.Limits) { return d.rxLim.Limits(), d.txLim.Limits() }
 

@@ -113,6 +113,9 @@ func TestTransmitThrottled(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.tx.waitUsed(4)
+	if rx, tx := h.dev.Throttled(); rx != 0 || tx == 0 {
+		t.Fatalf("throttled rx %d tx %d: want only transmit", rx, tx)
+	}
 	if rx, tx := h.dev.RateLimit(); rx.Enabled() || tx.Enabled() {
 		t.Fatalf("limits %+v %+v after removal", rx, tx)
 	}
