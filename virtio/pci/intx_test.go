@@ -26,7 +26,8 @@ func (h *harness) waitINTx(level bool) {
 // TestINTxLevelTriggered: without MSI-X the used-buffer notification holds
 // INTA# (GSI 17 for slot 1) asserted until the driver reads the ISR, as a
 // level-triggered, _PRT-routed line must; INTx disable in the command
-// register keeps it low while the ISR still reports the interrupt.
+// register and MSI-X enable keep it low while the ISR still reports the
+// interrupt.
 func TestINTxLevelTriggered(t *testing.T) {
 	h := newHarness(t, rng.New(), false)
 	if g := h.tr.intx.Load().GSI(); g != 17 {
@@ -57,7 +58,16 @@ func TestINTxLevelTriggered(t *testing.T) {
 		t.Fatalf("second ISR read %#x, want 0 (a shared line's other devices)", isr)
 	}
 
-	h.cfgWrite(pcibus.RegCommand, []byte{pcibus.CommandMemory | pcibus.CommandBusMaster, pcibus.CommandINTxDisable >> 8})
+	// INTx disable holds the pin low; the ISR still reports the interrupt,
+	// and clearing the bit with it pending raises the pin again.
+	setDisable := func(off bool) {
+		hi := byte(0)
+		if off {
+			hi = pcibus.CommandINTxDisable >> 8
+		}
+		h.cfgWrite(pcibus.RegCommand, []byte{pcibus.CommandMemory | pcibus.CommandBusMaster, hi})
+	}
+	setDisable(true)
 	h.postBuffer(2)
 	h.kickViaIOEventFD()
 	h.waitUsed(2)
@@ -68,9 +78,34 @@ func TestINTxLevelTriggered(t *testing.T) {
 	if h.tr.intx.Load().Asserted() {
 		t.Fatal("INTA# asserted with INTx disabled")
 	}
+	setDisable(false)
+	if !h.tr.intx.Load().Asserted() {
+		t.Fatal("INTA# low after INTx was re-enabled with an interrupt pending")
+	}
+	setDisable(true)
+	if h.tr.intx.Load().Asserted() {
+		t.Fatal("INTA# stayed asserted when INTx was disabled")
+	}
 	if isr := h.read(isrOffset, 1); isr != isrQueue {
 		t.Fatalf("ISR %#x with INTx disabled, want the queue bit", isr)
 	}
+
+	// Enabling MSI-X takes the interrupt off INTA#.
+	setDisable(false)
+	if err := h.tr.Interrupt(0); err != nil {
+		t.Fatal(err)
+	}
+	h.waitINTx(true)
+	msix := h.tr.cfg.Capabilities()[pcibus.CapIDMSIX]
+	if len(msix) != 1 {
+		t.Fatalf("MSI-X capability at %v", msix)
+	}
+	h.cfgWrite(uint64(msix[0]+3), []byte{0x80}) // message control: MSI-X enable
+	if !h.tr.msix.Enabled() || h.tr.intx.Load().Asserted() {
+		t.Fatalf("MSI-X enabled %v, INTA# asserted %v; want MSI-X on and the pin low", h.tr.msix.Enabled(), h.tr.intx.Load().Asserted())
+	}
+	h.cfgWrite(uint64(msix[0]+3), []byte{0})
+	h.read(isrOffset, 1)
 
 	// Reset drops a pending interrupt with the line.
 	h.cfgWrite(pcibus.RegCommand, []byte{pcibus.CommandMemory | pcibus.CommandBusMaster, 0})

@@ -155,6 +155,8 @@ func New(dev virtio.Device, c Config) (_ *Transport, err error) {
 		return nil, err
 	}
 	t.cfg.OnBARChange(t.barMoved)
+	// INTx disable and MSI-X enable decide whether INTA# may be asserted.
+	t.cfg.OnWrite(t.syncINTx)
 	t.resetLocked()
 	return t, nil
 }
@@ -496,6 +498,17 @@ func (t *Transport) takeISR() uint32 {
 		t.log.Warn("INTx deassert", "err", err)
 	}
 	return v
+}
+
+// syncINTx re-evaluates INTA# after a configuration write: disabling INTx
+// or enabling MSI-X drops a pending assertion (the ISR bit stays for the
+// driver to read), re-enabling INTx raises it again.
+func (t *Transport) syncINTx() {
+	t.intxMu.Lock()
+	defer t.intxMu.Unlock()
+	if err := t.updateINTxLocked(); err != nil {
+		t.log.Warn("INTx after a configuration write", "err", err)
+	}
 }
 
 // updateINTxLocked sets INTA# to what the ISR and the function's state

@@ -89,6 +89,8 @@ type ConfigSpace struct {
 	nextCap int // first free byte for the next capability
 	hooks   []capHook
 	onBARs  []func()
+	// onWrites run after every guest write (OnWrite).
+	onWrites []func()
 	// window is the range where BARs decode (set by the bus).
 	winStart, winEnd uint64
 }
@@ -154,6 +156,16 @@ func (c *ConfigSpace) AddCapability(id uint8, body, wmask []byte, onWrite func()
 		c.hooks = append(c.hooks, capHook{off: off, n: 2 + len(body), fn: onWrite})
 	}
 	return off, nil
+}
+
+// OnWrite registers f to run after every guest write, after the
+// capability hooks: for state derived from several registers at once, such
+// as whether a function's INTx pin may be asserted (command register's
+// INTx disable, MSI-X enable).
+func (c *ConfigSpace) OnWrite(f func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.onWrites = append(c.onWrites, f)
 }
 
 // OnBARChange registers f to run after a guest write changed a BAR address
@@ -299,6 +311,7 @@ func (c *ConfigSpace) Write(offset uint64, data []byte) {
 	if barsChanged {
 		hooks = append(hooks, c.onBARs...)
 	}
+	hooks = append(hooks, c.onWrites...)
 	c.mu.Unlock()
 	for _, f := range hooks {
 		f()

@@ -120,3 +120,18 @@ func TestBusHandsOutPins(t *testing.T) {
 		}
 	}
 }
+
+// TestOnWriteRunsAfterEveryWrite: the hook that re-evaluates INTx sees the
+// register state the write left, whatever the write touched.
+func TestOnWriteRunsAfterEveryWrite(t *testing.T) {
+	d := newTestDev(t, 0x1000)
+	var cmds []uint16
+	d.cfg.OnWrite(func() { cmds = append(cmds, d.cfg.Command()) })
+	d.cfg.Write(RegCommand, []byte{0, CommandINTxDisable >> 8})
+	d.cfg.Write(RegInterruptLine, []byte{5})
+	d.cfg.Write(RegCommand, []byte{CommandMemory, 0})
+	want := []uint16{CommandINTxDisable, CommandINTxDisable, CommandMemory}
+	if !slices.Equal(cmds, want) {
+		t.Fatalf("hook saw commands %#x, want %#x", cmds, want)
+	}
+}
