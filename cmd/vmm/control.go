@@ -231,8 +231,10 @@ func (l *launcher) run(m *vmm.Machine, cfg api.VMConfig) *controlled {
 		// Run marks itself started a moment before it parks the vCPUs
 		// of a restored machine; a Resume in between would be undone
 		// by the parking. Until vmm offers a "started" signal (asked in
-		// notes/vmm-contract.md), give Run that moment.
-		time.Sleep(20 * time.Millisecond)
+		// notes/vmm-contract.md), give Run that moment: the window is
+		// a few instructions; 5 ms covers a preempted thread while
+		// staying small beside the restore's 50 ms budget.
+		time.Sleep(5 * time.Millisecond)
 	}
 	l.launched <- la
 	return c
