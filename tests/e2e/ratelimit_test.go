@@ -1,10 +1,12 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -168,6 +170,93 @@ func TestRateLimitNet(t *testing.T) {
 		t.Logf("%s: %.2f MiB/s (limit %.2f)", dir, rate/(1<<20), float64(limit)/(1<<20))
 		if rate < 0.9*limit || rate > 1.1*limit {
 			t.Errorf("%s ran at %.2f MiB/s, want %.2f ±10%%", dir, rate/(1<<20), float64(limit)/(1<<20))
+		}
+	}
+}
+
+// rateAPIScript reads 8 MiB at the boot-time limit, waits for the test's
+// marker in the last MiB of the disk (the test writes it into the image
+// after changing the limit through the API), then reads 16 MiB at the new
+// limit; O_DIRECT throughout, so every read reaches the device.
+const rateAPIScript = `ns() { read u _ </proc/uptime; echo $(( ${u%.*}${u#*.} * 10000000 )); }
+s=$(ns)
+dd if=/dev/vda of=/dev/null bs=256k count=32 iflag=direct 2>/dev/null || exit 11
+e=$(ns); echo "RLP A ns=$((e-s))"
+until dd if=/dev/vda bs=4096 count=1 skip=7936 iflag=direct 2>/dev/null | grep -q RLP-GO; do sleep 1; done
+s=$(ns)
+dd if=/dev/vda of=/dev/null bs=256k count=64 iflag=direct 2>/dev/null || exit 12
+e=$(ns); echo "RLP B ns=$((e-s))"`
+
+var rlpPhase = regexp.MustCompile(`RLP ([AB]) ns=(\d+)`)
+
+// TestRateLimitAPI changes a running disk's limit through the control API
+// (PATCH /drives/{id}, Firecracker's body): the guest reads at 1 MiB/s (set
+// with --disk ...,bw=1M), then at 4 MiB/s once the PATCH has landed.
+func TestRateLimitAPI(t *testing.T) {
+	needKit(t, kitVmlinux, kitInitrd)
+	img := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(img, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, 32<<20); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(t.TempDir(), "vmm.sock")
+	p := startVMM(t, bootTimeout, append(kitArgs(1, "256M", kitRun(rateAPIScript)),
+		"--disk", "path="+img+",id=rl0,bw=1M", "--api-socket", sock)...)
+	if !p.waitFor(t, regexp.MustCompile(`RLP A ns=`)) {
+		r := p.wait(t)
+		t.Fatalf("no phase A (status %d)\nconsole:\n%s\nstderr:\n%s", r.status, tail(r.console), r.stderr)
+	}
+	api := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		}}}
+	// 4 MiB/s: a tenth of it every 100 ms, as bw=4M would give.
+	body := `{"drive_id": "rl0", "rate_limiter": {"bandwidth": {"size": 419430, "refill_time": 100}}}`
+	req, err := http.NewRequest("PATCH", "http://vmm/drives/rl0", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := api.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("PATCH /drives/rl0: status %d: %s", resp.StatusCode, msg)
+	}
+	f, err := os.OpenFile(img, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("RLP-GO"), 7936*4096); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r := p.wait(t)
+	kitSucceeded(t, r)
+	got := map[string]float64{}
+	for _, m := range rlpPhase.FindAllStringSubmatch(r.console, -1) {
+		ns, _ := strconv.ParseFloat(m[2], 64)
+		got[m[1]] = ns / 1e9
+	}
+	if got["A"] == 0 || got["B"] == 0 {
+		t.Fatalf("phases %v\n%s", got, tail(r.console))
+	}
+	for _, c := range []struct {
+		phase string
+		bytes float64
+		limit float64
+	}{{"A", 8 << 20, 1 << 20}, {"B", 16 << 20, 4 << 20}} {
+		rate := c.bytes / got[c.phase]
+		t.Logf("phase %s: %.2f MiB/s (limit %.2f)", c.phase, rate/(1<<20), c.limit/(1<<20))
+		if rate < 0.9*c.limit || rate > 1.1*c.limit {
+			t.Errorf("phase %s ran at %.2f MiB/s, want %.2f ±10%%", c.phase, rate/(1<<20), c.limit/(1<<20))
 		}
 	}
 }
