@@ -73,6 +73,9 @@ type Machine struct {
 	startedAt time.Time
 	endedAt   time.Time
 	stopped   chan struct{}
+	// started is closed by Run once the machine is running (or, when
+	// restored, parked and ready for Resume).
+	started chan struct{}
 }
 
 // New builds a machine from cfg: it opens KVM, maps guest RAM, loads the
@@ -146,7 +149,7 @@ func New(cfg Config, log *slog.Logger) (_ *Machine, err error) {
 // newMachine is a machine with nothing built yet, in StateCreated; New and
 // Restore fill it in.
 func newMachine(cfg Config, log *slog.Logger) *Machine {
-	return &Machine{cfg: cfg, log: log, stopped: make(chan struct{}), life: NewLifecycle(StateCreated), gate: newVCPUGate(),
+	return &Machine{cfg: cfg, log: log, stopped: make(chan struct{}), started: make(chan struct{}), life: NewLifecycle(StateCreated), gate: newVCPUGate(),
 		inputHold: make(chan struct{}, 1), runTime: make([]atomic.Int64, cfg.CPUs)}
 }
 
@@ -368,6 +371,12 @@ func (m *Machine) setEntryState(v *kvm.VCPU) error {
 	return v.SetFPU(kvm.FPU{FCW: 0x37f, MXCSR: 0x1f80})
 }
 
+// Started is closed once Run has started the machine: its state is
+// running, or, for a restored machine, paused with every vCPU about to
+// park, so that Resume may be called. It stays open if Run was never
+// called or refused to start (a machine killed before Run).
+func (m *Machine) Started() <-chan struct{} { return m.started }
+
 // Cmdline is the kernel command line the guest was given.
 func (m *Machine) Cmdline() string { return m.cmdline }
 
@@ -422,6 +431,7 @@ func (m *Machine) Run(ctx context.Context) (Outcome, error) {
 		go m.pumpInput(m.cfg.SerialInput)
 	}
 	h := &exitHandler{pio: m.pio, mmio: m.mmio, stats: &m.stats}
+	close(m.started)
 	var wg sync.WaitGroup
 	for i, v := range m.vcpus {
 		wg.Add(1)
