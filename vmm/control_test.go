@@ -3,6 +3,7 @@ package vmm
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -213,3 +214,84 @@ func TestGateStopWhilePaused(t *testing.T) {
 		t.Fatalf("wait on a stopped gate = %v", err)
 	}
 }
+
+// TestMachineControlWithoutKVM drives the control methods of a machine with
+// no vCPUs or devices (nothing that needs KVM): their lifecycle checks,
+// Info, Metrics, Started and Kill.
+func TestMachineControlWithoutKVM(t *testing.T) {
+	cfg := Config{Kernel: "k", CPUs: 2, MemoryBytes: 64 << 20}
+	m := newMachine(cfg, nil)
+	m.log = discardLogger()
+	wantState := func(op string, err error, from State) {
+		t.Helper()
+		var te *TransitionError
+		if !errors.As(err, &te) || te.Op != op || te.From != from {
+			t.Fatalf("%s: %v, want a TransitionError from %v", op, err, from)
+		}
+	}
+	wantState(OpPause, m.Pause(context.Background()), StateCreated)
+	wantState(OpResume, m.Resume(), StateCreated)
+	wantState(OpShutdown, m.Shutdown(), StateCreated)
+	if i := m.Info(); i.State != StateCreated || i.Uptime != 0 || i.VCPUs != 2 || i.MemoryBytes != 64<<20 || i.Outcome != "" || i.Config.Kernel != "k" {
+		t.Fatalf("Info before Run: %+v", i)
+	}
+	if mt := m.Metrics(); len(mt.VCPUs) != 2 || len(mt.Devices) != 0 || mt.Exits["io"] != 0 {
+		t.Fatalf("Metrics before Run: %+v", mt)
+	}
+
+	type result struct {
+		o   Outcome
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		o, err := m.Run(context.Background())
+		done <- result{o, err}
+	}()
+	select {
+	case <-m.Started():
+	case <-time.After(5 * time.Second):
+		t.Fatal("Started never closed")
+	}
+	if i := m.Info(); i.State != StateRunning {
+		t.Fatalf("state %v after Started", i.State)
+	}
+	wantState(OpResume, m.Resume(), StateRunning)
+	time.Sleep(2 * time.Millisecond)
+	m.Kill()
+	r := <-done
+	if r.o != OutcomeStopped || r.err != nil {
+		t.Fatalf("Run after Kill = %v, %v", r.o, r.err)
+	}
+	i := m.Info()
+	if i.State != StateStopped || i.Outcome != "stopped" || i.Uptime <= 0 {
+		t.Fatalf("Info after Kill: %+v", i)
+	}
+	if again := m.Info(); again.Uptime != i.Uptime {
+		t.Fatalf("uptime still running after the stop: %v then %v", i.Uptime, again.Uptime)
+	}
+	wantState(OpPause, m.Pause(context.Background()), StateStopped)
+	wantState(OpShutdown, m.Shutdown(), StateStopped)
+	m.Kill() // a second kill is harmless
+}
+
+// TestKillBeforeRun: Run on a killed machine returns at once with the
+// stop outcome and never reports started.
+func TestKillBeforeRun(t *testing.T) {
+	m := newMachine(Config{Kernel: "k", CPUs: 1, MemoryBytes: 64 << 20}, discardLogger())
+	m.Kill()
+	o, err := m.Run(context.Background())
+	if o != OutcomeStopped || err != nil {
+		t.Fatalf("Run = %v, %v", o, err)
+	}
+	select {
+	case <-m.Started():
+		t.Fatal("a machine killed before Run reports started")
+	default:
+	}
+	if _, err := m.Run(context.Background()); err != nil {
+		t.Fatalf("second Run: %v", err)
+	}
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
