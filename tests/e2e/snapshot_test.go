@@ -62,6 +62,13 @@ func pauseAndSnapshot(t *testing.T, p *vmmProc, c *apiClient, dir string) (snaps
 	return time.Since(start)
 }
 
+// snapshotPaused snapshots an already paused guest into dir.
+func snapshotPaused(t *testing.T, c *apiClient, dir string) {
+	t.Helper()
+	body, _ := json.Marshal(map[string]string{"dir": dir})
+	c.must("PUT", "/snapshot", string(body), 204)
+}
+
 // kill ends vmm with SIGKILL, as a crashed host process would end.
 func (p *vmmProc) kill(t *testing.T) {
 	t.Helper()
@@ -74,7 +81,8 @@ func (p *vmmProc) kill(t *testing.T) {
 // TestSnapshotRestoreContinuesCount: a guest counting to its console is
 // paused and snapshotted, its vmm is killed, and `vmm --restore` resumes
 // it: the count goes on from where it stopped, no number repeated and
-// none skipped, so CPU, timer, interrupt and UART state all came back.
+// none skipped, so CPU, timer, interrupt and UART state all came back. The
+// restored machine is snapshotted and restored once more.
 func TestSnapshotRestoreContinuesCount(t *testing.T) {
 	p, c := bootCounter(t, "256M")
 	waitCount(t, p, 3)
@@ -89,22 +97,40 @@ func TestSnapshotRestoreContinuesCount(t *testing.T) {
 	before := counts(paused)
 	last := before[len(before)-1]
 
-	q := startVMM(t, bootTimeout, "--restore", snap)
-	waitCount(t, q, last+3)
+	// The restored machine is snapshotted in turn (its RAM is mapped from
+	// the first snapshot, which it may not overwrite), and that second
+	// snapshot restored: the count still runs on.
+	sock2 := filepath.Join(t.TempDir(), "vmm2.sock")
+	q := startVMM(t, bootTimeout, "--restore", snap, "--api-socket", sock2)
+	c2 := newAPIClient(t, sock2)
+	c2.waitSocket(q)
+	waitCount(t, q, last+2)
+	c2.must("PUT", "/vm/state", `{"state": "paused"}`, 204)
+	same, _ := json.Marshal(map[string]string{"dir": snap})
+	if code, body := c2.do("PUT", "/snapshot", string(same)); code/100 != 4 {
+		t.Fatalf("snapshot into the directory the RAM is mapped from: status %d %s, want 4xx", code, body)
+	}
+	snap2 := filepath.Join(t.TempDir(), "snap2")
+	snapshotPaused(t, c2, snap2)
 	q.kill(t)
-	// The restored UART continues the very byte stream: a line cut by the
+	second := q.console.String()
+	mid := counts(paused + second)
+	r := startVMM(t, bootTimeout, "--restore", snap2)
+	waitCount(t, r, mid[len(mid)-1]+2)
+	r.kill(t)
+	// The restored UART continues the very byte stream: a line cut by a
 	// snapshot is completed by the restored guest.
-	all := counts(paused + q.console.String())
+	all := counts(paused + second + r.console.String())
 	for i, n := range all {
 		if n != i+1 {
-			t.Fatalf("count sequence broken at position %d: %d (want %d); last before snapshot %d\nbefore:\n%s\nafter restore:\n%s",
-				i, n, i+1, last, tail(paused), q.console.String())
+			t.Fatalf("count sequence broken at position %d: %d (want %d); last before the snapshots %d and %d\nbefore:\n%s\nfirst restore:\n%s\nsecond restore:\n%s",
+				i, n, i+1, last, mid[len(mid)-1], tail(paused), second, r.console.String())
 		}
 	}
-	if len(all) < last+3 {
+	if len(all) < mid[len(mid)-1]+2 {
 		t.Fatalf("only %d counts", len(all))
 	}
-	t.Logf("counted to %d before the snapshot and on to %d after restore", last, all[len(all)-1])
+	t.Logf("counted to %d before the first snapshot, %d before the second, on to %d after restoring it", last, mid[len(mid)-1], all[len(all)-1])
 }
 
 // TestRestoreRefusesDamagedSnapshot: a snapshot with a flipped byte, a
