@@ -26,6 +26,7 @@ func TestLifecycle(t *testing.T) {
 	c.startAgent(data, nil)
 	id := c.create("web", api.InstanceRequest{Image: c.disk.ID, Metadata: map[string]string{"cmdline": "console=ttyS0"}})
 	in := c.waitState(id, state.InstanceRunning, nil)
+	t.Logf("created → running in %v (placement, 3 MiB image download, 1 GiB sparse disk, vmm start)", in.History[len(in.History)-1].At.Sub(in.History[0].At))
 	if !strings.Contains(lastReason(in), "vmm pid") {
 		t.Errorf("running reason %q", lastReason(in))
 	}
