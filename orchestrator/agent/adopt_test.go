@@ -42,6 +42,8 @@ func TestReadoption(t *testing.T) {
 	if n := bytes.Count(console, []byte("booted")); n != 1 {
 		t.Fatalf("the guest booted %d times, want once", n)
 	}
+	// The console input still reaches the adopted guest.
+	writeConsole(t, dir, "still there")
 	info, err := NewVMMClient(filepath.Join(dir, fileSocket)).Info(t.Context())
 	if err != nil || info.State != "paused" {
 		t.Fatalf("vmm state %v %v, want paused", info, err)
@@ -187,4 +189,20 @@ func TestVMMFailsAtStart(t *testing.T) {
 	if r := lastReason(in); !strings.Contains(r, "vmm exited during start: exit status 2") || !strings.Contains(r, "fake failure at start") {
 		t.Errorf("reason %q", r)
 	}
+}
+
+// writeConsole writes a line to the instance's console input and waits for
+// the fake's echo in the console log.
+func writeConsole(t *testing.T, dir, line string) {
+	t.Helper()
+	f, err := os.OpenFile(filepath.Join(dir, fileConsoleIn), os.O_WRONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(line + "\n")
+	f.Close()
+	waitFor(t, "console echo of "+line, 5*time.Second, func() bool {
+		b, _ := os.ReadFile(filepath.Join(dir, fileConsole))
+		return bytes.Contains(b, []byte("input: "+line+"\n"))
+	})
 }

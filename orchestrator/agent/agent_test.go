@@ -78,6 +78,7 @@ func TestLifecycle(t *testing.T) {
 		return bytes.Contains(b, []byte("fake vmm "+itoa(pid)+" booted"))
 	})
 
+	writeConsole(t, dir, "hello")
 	vc := NewVMMClient(filepath.Join(dir, fileSocket))
 	defer vc.Close()
 	vmState := func() string {

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"flag"
@@ -84,6 +85,14 @@ func fakeVMMMain(args []string) int {
 	}
 	defer os.Remove(*sock)
 	fmt.Printf("fake vmm %d booted with %d disks and nets %q\n", os.Getpid(), len(disks), nets)
+	// The serial port's input: echo lines to the console like a shell.
+	go func() {
+		sc := bufio.NewScanner(os.Stdin)
+		for sc.Scan() {
+			fmt.Printf("input: %s\n", sc.Text())
+		}
+		fmt.Println("input: EOF")
+	}()
 	exit := make(chan int, 1)
 	srv := &http.Server{Handler: newFakeVMM(func(code int) {
 		select {

@@ -23,6 +23,7 @@ const (
 	filePID        = "vmm.pid"
 	fileExitStatus = "exit-status"
 	fileConsole    = "console.log"
+	fileConsoleIn  = "console.in"
 	fileVMMLog     = "vmm.log"
 	fileActionSeq  = "action-seq"
 )
@@ -78,10 +79,15 @@ func startVMM(path string, args, env []string, dir string) (*vmmProcess, error) 
 		return nil, fmt.Errorf("vmm: log: %w", err)
 	}
 	defer logf.Close()
+	in, err := consoleInput(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer in.Close()
 	cmd := exec.Command(path, args...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = console, logf
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = in, console, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("vmm: start %s: %w", path, err)
@@ -103,6 +109,27 @@ func startVMM(path string, args, env []string, dir string) (*vmmProcess, error) 
 		close(p.done)
 	}()
 	return p, nil
+}
+
+// consoleInput opens the instance's console input FIFO (made if missing)
+// for vmm's stdin. It is opened read-write, so vmm itself holds a writer and
+// never reads end-of-file: the serial input stays usable after the agent
+// that started it is gone, and whoever has console access writes to the
+// FIFO (an agent streaming `instance console`, an operator with echo).
+func consoleInput(dir string) (*os.File, error) {
+	p := filepath.Join(dir, fileConsoleIn)
+	if err := unix.Mkfifo(p, 0o600); err != nil && !errors.Is(err, os.ErrExist) {
+		return nil, fmt.Errorf("vmm: console input: %w", err)
+	}
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("vmm: console input: %w", err)
+	}
+	if st, err := f.Stat(); err != nil || st.Mode()&os.ModeNamedPipe == 0 {
+		f.Close()
+		return nil, fmt.Errorf("vmm: console input %s is not a FIFO", p)
+	}
+	return f, nil
 }
 
 // ErrNotOurs means a pid file names no live vmm of this instance.
