@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -202,7 +203,44 @@ func writeConsole(t *testing.T, dir, line string) {
 	f.WriteString(line + "\n")
 	f.Close()
 	waitFor(t, "console echo of "+line, 5*time.Second, func() bool {
-		b, _ := os.ReadFile(filepath.Join(dir, fileConsole))
-		return bytes.Contains(b, []byte("input: "+line+"\n"))
+		// The agent may have rotated the line out already.
+		var all []byte
+		for _, name := range []string{".3", ".2", ".1", ""} {
+			b, _ := os.ReadFile(filepath.Join(dir, fileConsole+name))
+			all = append(all, b...)
+		}
+		return bytes.Contains(all, []byte("input: "+line+"\n"))
 	})
+}
+
+// TestConsoleRotation has the guest write more than the console limit and
+// checks that the agent rotates the log while vmm keeps writing to it.
+func TestConsoleRotation(t *testing.T) {
+	c := newCluster(t, 1)
+	data := t.TempDir()
+	c.startAgent(data, func(cfg *Config) { cfg.ConsoleMaxBytes, cfg.ConsoleFiles = 4096, 2 })
+	id := c.create("chatty", api.InstanceRequest{Image: c.disk.ID})
+	c.waitState(id, state.InstanceRunning, nil)
+	dir := filepath.Join(data, "instances", id)
+	for i := range 40 {
+		writeConsole(t, dir, strings.Repeat("x", 400)+itoa(i))
+	}
+	for _, name := range []string{fileConsole + ".1", fileConsole + ".2"} {
+		if st, err := os.Stat(filepath.Join(dir, name)); err != nil || st.Size() <= 4096 {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, fileConsole+".3")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a third old log is kept")
+	}
+	waitFor(t, "rotation of the current log", 5*time.Second, func() bool {
+		st, err := os.Stat(filepath.Join(dir, fileConsole))
+		return err == nil && st.Size() <= 4096
+	})
+	// The writer continues in the rotated file, without a hole.
+	writeConsole(t, dir, "after")
+	b, _ := os.ReadFile(filepath.Join(dir, fileConsole))
+	if bytes.IndexByte(b, 0) >= 0 {
+		t.Errorf("the console log has a hole: vmm did not write at the end")
+	}
 }
