@@ -244,3 +244,34 @@ func TestConsoleRotation(t *testing.T) {
 		t.Errorf("the console log has a hole: vmm did not write at the end")
 	}
 }
+
+// TestRestartKeepsTrying makes the restarts themselves fail for a while:
+// the agent must keep retrying with backoff and recover once the vmm can
+// start again.
+func TestRestartKeepsTrying(t *testing.T) {
+	c := newCluster(t, 1)
+	data := t.TempDir()
+	c.startAgent(data, nil)
+	id := c.create("stubborn", api.InstanceRequest{Image: c.disk.ID, RestartPolicy: state.RestartOnFailure})
+	c.waitState(id, state.InstanceRunning, nil)
+	dir := filepath.Join(data, "instances", id)
+	if err := os.WriteFile(filepath.Join(dir, fakeFailFile), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	syscall.Kill(readPID(t, dir), syscall.SIGKILL)
+	failedRestarts := func(in *state.Instance) int {
+		n := 0
+		for _, h := range in.History {
+			if h.State == state.InstanceError && strings.Contains(h.Reason, "fail-start file") {
+				n++
+			}
+		}
+		return n
+	}
+	waitFor(t, "two failed restarts", 20*time.Second, func() bool { return failedRestarts(c.instance(id)) >= 2 })
+	os.Remove(filepath.Join(dir, fakeFailFile))
+	in := c.waitState(id, state.InstanceRunning, func(in *state.Instance) bool { return failedRestarts(in) >= 2 })
+	if !alive(readPID(t, dir)) {
+		t.Errorf("running without a live vmm: %+v", in.History)
+	}
+}

@@ -27,6 +27,10 @@ import (
 // SIGTERM, 2 for bad flags.
 const fakeVMMEnv = "KVMSTACK_AGENT_FAKE_VMM"
 
+// fakeFailFile in the instance directory (the fake's working directory)
+// makes it fail at start with status 1 while it exists.
+const fakeFailFile = "fail-start"
+
 // fakeExitOnStart makes the fake fail at start with this status.
 const fakeExitOnStart = "KVMSTACK_AGENT_FAKE_VMM_EXIT"
 
@@ -57,6 +61,10 @@ func fakeVMMMain(args []string) int {
 	fs.Var(&nets, "net", "")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if _, err := os.Stat(fakeFailFile); err == nil {
+		fmt.Fprintln(os.Stderr, "vmm: fake failure at start (fail-start file)")
+		return 1
 	}
 	if s := os.Getenv(fakeExitOnStart); s != "" {
 		fmt.Fprintln(os.Stderr, "vmm: fake failure at start")

@@ -172,6 +172,10 @@ func (in *instance) step(ctx context.Context) {
 			in.restartAt = time.Time{}
 			if in.report(ctx, state.InstanceBuilding, fmt.Sprintf("restarting (restart policy %s, attempt %d)", in.rec.RestartPolicy, in.failures)) {
 				in.build(ctx, "restarted")
+				if in.proc == nil && in.rec.State == state.InstanceError && in.opCtx.Err() == nil {
+					// The restart failed too: keep trying, ever more slowly.
+					in.scheduleRestart()
+				}
 			}
 		}
 		return
