@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"strings"
-	"time"
 
 	"kvmstack/vmm"
 	"kvmstack/vmm/api"
@@ -208,7 +207,8 @@ func restoredConfig(m *vmm.Machine) api.VMConfig {
 }
 
 // run starts m's Run, waits until it has begun (so Resume on a restored
-// machine cannot race Run's start), and hands m to the main loop.
+// machine cannot race Run's parking of its vCPUs), and hands m to the
+// main loop.
 func (l *launcher) run(m *vmm.Machine, cfg api.VMConfig) *controlled {
 	c := &controlled{m: m, cfg: cfg}
 	la := &launch{m: m, ctl: c, done: make(chan runResult, 1)}
@@ -216,25 +216,12 @@ func (l *launcher) run(m *vmm.Machine, cfg api.VMConfig) *controlled {
 		o, err := m.Run(l.runCtx)
 		la.done <- runResult{o, err}
 	}()
-	for m.Info().Uptime == 0 {
-		select {
-		case r := <-la.done:
-			// Ended before it began (a stop raced the start): the
-			// main loop still gets the outcome.
-			la.done <- r
-			l.launched <- la
-			return c
-		case <-time.After(100 * time.Microsecond):
-		}
-	}
-	if m.State() == vmm.StatePaused {
-		// Run marks itself started a moment before it parks the vCPUs
-		// of a restored machine; a Resume in between would be undone
-		// by the parking. Until vmm offers a "started" signal (asked in
-		// notes/vmm-contract.md), give Run that moment: the window is
-		// a few instructions; 5 ms covers a preempted thread while
-		// staying small beside the restore's 50 ms budget.
-		time.Sleep(5 * time.Millisecond)
+	select {
+	case <-m.Started():
+	case r := <-la.done:
+		// Ended before it began (a stop raced the start): the main
+		// loop still gets the outcome.
+		la.done <- r
 	}
 	l.launched <- la
 	return c
