@@ -190,6 +190,15 @@ func TestVMMFailsAtStart(t *testing.T) {
 	if r := lastReason(in); !strings.Contains(r, "vmm exited during start: exit status 2") || !strings.Contains(r, "fake failure at start") {
 		t.Errorf("reason %q", r)
 	}
+	// Only the logs stay: they tell why.
+	ents, _ := os.ReadDir(filepath.Join(data, "instances", id))
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	if got := strings.Join(names, " "); got != "console.log vmm.log" {
+		t.Errorf("left in the instance directory: %s", got)
+	}
 }
 
 // writeConsole writes a line to the instance's console input and waits for

@@ -201,8 +201,7 @@ func (in *instance) build(ctx context.Context, reason string) {
 		}
 		in.log.Warn("build failed", "err", err)
 		if !in.diskInUse() {
-			// Nothing of a guest is there yet: leave nothing behind.
-			os.RemoveAll(in.dir)
+			in.removeUnused()
 		}
 		in.report(ctx, state.InstanceError, err.Error())
 		return
@@ -211,11 +210,29 @@ func (in *instance) build(ctx context.Context, reason string) {
 	in.report(ctx, state.InstanceRunning, fmt.Sprintf("%s: vmm pid %d", reason, proc.pid))
 }
 
-// diskInUse reports whether the disk holds a guest's data already: it was
-// made by an earlier, successful start.
+// diskInUse reports whether the disk may hold a guest's data: a vmm came
+// up on it before.
 func (in *instance) diskInUse() bool {
-	_, err := os.Stat(filepath.Join(in.dir, fileConsole))
+	_, err := os.Stat(filepath.Join(in.dir, fileRan))
 	return err == nil
+}
+
+// removeUnused removes what a build that never brought a guest up left:
+// everything but the vmm's logs (they tell why), and the directory if no
+// log was written.
+func (in *instance) removeUnused() {
+	ents, _ := os.ReadDir(in.dir)
+	kept := 0
+	for _, e := range ents {
+		if e.Name() == fileVMMLog || e.Name() == fileConsole {
+			kept++
+			continue
+		}
+		os.RemoveAll(filepath.Join(in.dir, e.Name()))
+	}
+	if kept == 0 {
+		os.Remove(in.dir)
+	}
 }
 
 // start fetches what the instance needs and starts its vmm, returning once
@@ -279,6 +296,10 @@ func (in *instance) start(ctx context.Context) (*vmmProcess, error) {
 		_, err := vc.Info(ictx)
 		cancel()
 		if err == nil {
+			if err := os.WriteFile(filepath.Join(in.dir, fileRan), nil, 0o600); err != nil {
+				in.killProc(proc)
+				return nil, fmt.Errorf("instance directory: %w", err)
+			}
 			return proc, nil
 		}
 		select {

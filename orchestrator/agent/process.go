@@ -26,6 +26,7 @@ const (
 	fileConsoleIn  = "console.in"
 	fileVMMLog     = "vmm.log"
 	fileActionSeq  = "action-seq"
+	fileRan        = "ran" // a vmm came up here: the disk may hold guest data
 )
 
 // statusUnknown is the exit status of a vmm this agent did not start: only
