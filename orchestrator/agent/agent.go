@@ -116,8 +116,8 @@ func (c *Config) setDefaults() error {
 	return nil
 }
 
-// Agent is a running host agent (see Run).
-type Agent struct {
+// hostAgent is one run of the agent (see Run).
+type hostAgent struct {
 	cfg      Config
 	log      *slog.Logger
 	instDir  string
@@ -173,11 +173,11 @@ func Run(ctx context.Context, cfg Config) error {
 	return nil
 }
 
-func newAgent(cfg Config) (*Agent, error) {
+func newAgent(cfg Config) (*hostAgent, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, log: cfg.Logger.With("host", cfg.HostName), instDir: filepath.Join(cfg.DataDir, "instances"),
+	a := &hostAgent{cfg: cfg, log: cfg.Logger.With("host", cfg.HostName), instDir: filepath.Join(cfg.DataDir, "instances"),
 		insts: map[string]*instance{}, adopted: map[string]*vmmProcess{}, lost: map[string]string{}, netChanged: make(chan struct{})}
 	if err := os.MkdirAll(a.instDir, 0o700); err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
@@ -197,12 +197,12 @@ func newAgent(cfg Config) (*Agent, error) {
 }
 
 // host is the host's id in the cluster.
-func (a *Agent) host() string { return *a.hostID.Load() }
+func (a *hostAgent) host() string { return *a.hostID.Load() }
 
 // withClient runs f against the current server, moving on to the next one
 // when a server cannot be reached and logging in again when the token was
 // refused (if the agent has a password).
-func (a *Agent) withClient(ctx context.Context, f func(*client.Client) error) error {
+func (a *hostAgent) withClient(ctx context.Context, f func(*client.Client) error) error {
 	var err error
 	relogged := false
 	for range len(a.clients) + 1 {
@@ -245,7 +245,7 @@ func (a *Agent) withClient(ctx context.Context, f func(*client.Client) error) er
 // login gets a new token from old's server and installs a client with it
 // in old's place (clients are shared between goroutines, so a token is
 // never changed in place).
-func (a *Agent) login(ctx context.Context, old *client.Client) (*client.Client, error) {
+func (a *hostAgent) login(ctx context.Context, old *client.Client) (*client.Client, error) {
 	c := client.New(old.Addr, "")
 	if _, err := c.Login(ctx, a.cfg.User, a.cfg.Password, cmp.Or(a.cfg.Project, "admin")); err != nil {
 		return nil, fmt.Errorf("agent: login as %s: %w", a.cfg.User, err)
@@ -260,7 +260,7 @@ func (a *Agent) login(ctx context.Context, old *client.Client) (*client.Client, 
 	return c, nil
 }
 
-func (a *Agent) call(ctx context.Context, method, path string, q url.Values, in, out any) (uint64, error) {
+func (a *hostAgent) call(ctx context.Context, method, path string, q url.Values, in, out any) (uint64, error) {
 	var idx uint64
 	err := a.withClient(ctx, func(c *client.Client) error {
 		var err error
@@ -272,7 +272,7 @@ func (a *Agent) call(ctx context.Context, method, path string, q url.Values, in,
 
 // register announces the host with its measured capacity, retrying while
 // no server answers; a refusal (4xx) is returned.
-func (a *Agent) register(ctx context.Context) error {
+func (a *hostAgent) register(ctx context.Context) error {
 	capa := a.cfg.Capacity
 	if capa == nil {
 		m, err := MachineCapacity(a.cfg.DataDir)
@@ -301,7 +301,7 @@ func (a *Agent) register(ctx context.Context) error {
 	}
 }
 
-func (a *Agent) heartbeat(ctx context.Context) {
+func (a *hostAgent) heartbeat(ctx context.Context) {
 	t := time.NewTicker(a.cfg.HeartbeatInterval)
 	defer t.Stop()
 	for {
@@ -323,7 +323,7 @@ func (a *Agent) heartbeat(ctx context.Context) {
 }
 
 // rotateConsoles keeps every instance's console log within its size.
-func (a *Agent) rotateConsoles(ctx context.Context) {
+func (a *hostAgent) rotateConsoles(ctx context.Context) {
 	t := time.NewTicker(a.cfg.RotateInterval)
 	defer t.Stop()
 	for {
@@ -343,7 +343,7 @@ func (a *Agent) rotateConsoles(ctx context.Context) {
 
 // adoptAll looks at every instance directory left by an earlier agent and
 // keeps the vmm processes still running there.
-func (a *Agent) adoptAll(ctx context.Context) {
+func (a *hostAgent) adoptAll(ctx context.Context) {
 	ents, _ := os.ReadDir(a.instDir)
 	for _, e := range ents {
 		if !e.IsDir() {
@@ -378,7 +378,7 @@ func trimSpace(b []byte) []byte {
 
 // watchInstances follows the instances placed on this host with blocking
 // queries and hands every change to the instance's supervisor.
-func (a *Agent) watchInstances(ctx context.Context) {
+func (a *hostAgent) watchInstances(ctx context.Context) {
 	var idx uint64
 	first := true
 	for delay := 200 * time.Millisecond; ctx.Err() == nil; {
@@ -407,7 +407,7 @@ func (a *Agent) watchInstances(ctx context.Context) {
 // the existing ones and tells those no longer listed (deleted) to clean up.
 // On the first list, directories of instances the cluster no longer has
 // are cleaned up too.
-func (a *Agent) dispatch(ctx context.Context, list []*state.Instance, index uint64, first bool) {
+func (a *hostAgent) dispatch(ctx context.Context, list []*state.Instance, index uint64, first bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	seen := map[string]bool{}
@@ -439,7 +439,7 @@ func (a *Agent) dispatch(ctx context.Context, list []*state.Instance, index uint
 
 // waitPorts returns the instance's ports (in NIC order) from a host
 // networking view at least as new as index, once Network has plumbed it.
-func (a *Agent) waitPorts(ctx context.Context, id string, index uint64) ([]state.HostPort, error) {
+func (a *hostAgent) waitPorts(ctx context.Context, id string, index uint64) ([]state.HostPort, error) {
 	timer := time.NewTimer(a.cfg.NetworkTimeout)
 	defer timer.Stop()
 	for {
@@ -482,7 +482,7 @@ func portsOf(view *state.HostNetworking, id string) []state.HostPort {
 
 // watchNetwork follows the host's networking view and has Network plumb
 // each new one; instances wait for the view that contains their ports.
-func (a *Agent) watchNetwork(ctx context.Context) {
+func (a *hostAgent) watchNetwork(ctx context.Context) {
 	var idx uint64
 	for delay := 200 * time.Millisecond; ctx.Err() == nil; {
 		q := url.Values{"host": {a.host()}}
@@ -528,7 +528,7 @@ func (a *Agent) watchNetwork(ctx context.Context) {
 }
 
 // image returns an image's metadata.
-func (a *Agent) image(ctx context.Context, id string) (*state.Image, error) {
+func (a *hostAgent) image(ctx context.Context, id string) (*state.Image, error) {
 	var img state.Image
 	if _, err := a.call(ctx, http.MethodGet, "/v1/images/"+url.PathEscape(id), nil, nil, &img); err != nil {
 		return nil, fmt.Errorf("image %s: %w", id, err)

@@ -33,7 +33,7 @@ type update struct {
 // instance supervises one instance: a goroutine that owns its vmm process
 // and moves it towards the cluster's record, one step at a time.
 type instance struct {
-	a   *Agent
+	a   *hostAgent
 	id  string
 	dir string
 	log *slog.Logger
@@ -53,7 +53,7 @@ type instance struct {
 	failures   int
 }
 
-func (a *Agent) newInstanceLocked(ctx context.Context, id string) *instance {
+func (a *hostAgent) newInstanceLocked(ctx context.Context, id string) *instance {
 	opCtx, cancel := context.WithCancel(ctx)
 	in := &instance{a: a, id: id, dir: filepath.Join(a.instDir, id), log: a.log.With("instance", id),
 		updates: make(chan update, 1), opCtx: opCtx, cancelOps: cancel,
