@@ -27,6 +27,12 @@ func TestReadoption(t *testing.T) {
 	c.waitState(id, state.InstanceRunning, nil)
 	dir := filepath.Join(data, "instances", id)
 	pid := readPID(t, dir)
+	// A second agent on the same directory is refused while the first runs.
+	exe, _ := os.Executable()
+	err := Run(t.Context(), Config{Servers: []string{c.srv.HTTPAddr()}, DataDir: data, VMMPath: exe, Logger: testLogger(t)})
+	if !errors.Is(err, ErrDataDirInUse) {
+		t.Fatalf("second agent on the same data directory: %v", err)
+	}
 	stop1()
 	if !alive(pid) {
 		t.Fatalf("vmm %d died with its agent", pid)

@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"kvmstack/orchestrator/api"
 	"kvmstack/orchestrator/client"
 	"kvmstack/orchestrator/state"
@@ -149,6 +151,13 @@ type hostAgent struct {
 // error only if it cannot start (bad configuration, data directory,
 // refused registration).
 func Run(ctx context.Context, cfg Config) error {
+	// Lock first: setting up the image cache empties its tmp directory,
+	// which a running agent may be downloading into.
+	lock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
 	a, err := newAgent(cfg)
 	if err != nil {
 		return err
@@ -171,6 +180,33 @@ func Run(ctx context.Context, cfg Config) error {
 	wg.Wait()
 	a.wg.Wait()
 	return nil
+}
+
+// ErrDataDirInUse means another agent runs on the data directory.
+var ErrDataDirInUse = errors.New("agent: another agent uses this data directory")
+
+// lockDataDir takes an exclusive lock on DATA/agent.lock for the run: two
+// agents driving the same vmm processes would fight over them. The
+// descriptor is close-on-exec, so vmm processes do not inherit the lock.
+func lockDataDir(dir string) (*os.File, error) {
+	if dir == "" {
+		return nil, errors.New("agent: no data directory")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "agent.lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: %s", ErrDataDirInUse, dir)
+		}
+		return nil, fmt.Errorf("agent: lock %s: %w", dir, err)
+	}
+	return f, nil
 }
 
 func newAgent(cfg Config) (*hostAgent, error) {
