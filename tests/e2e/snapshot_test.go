@@ -48,9 +48,14 @@ func bootCounter(t *testing.T, memory string, extra ...string) (*vmmProc, *apiCl
 // bootScript boots the kit running script, with the control API.
 func bootScript(t *testing.T, memory, script string, extra ...string) (*vmmProc, *apiClient) {
 	t.Helper()
+	return bootScriptCPUs(t, 1, memory, script, extra...)
+}
+
+func bootScriptCPUs(t *testing.T, cpus int, memory, script string, extra ...string) (*vmmProc, *apiClient) {
+	t.Helper()
 	needKit(t, kitVmlinux, kitInitrd)
 	sock := filepath.Join(t.TempDir(), "vmm.sock")
-	args := append(kitArgs(1, memory, kitRun(script)), "--api-socket", sock)
+	args := append(kitArgs(cpus, memory, kitRun(script)), "--api-socket", sock)
 	p := startVMM(t, bootTimeout, append(args, extra...)...)
 	c := newAPIClient(t, sock)
 	c.waitSocket(p)
@@ -171,6 +176,31 @@ func TestSnapshotRestoreVirtio(t *testing.T) {
 		}
 	}
 	t.Logf("counted to %d with rng and disk reads, on to %d after restore", last, all[len(all)-1])
+}
+
+// TestSnapshotRestoreTwoVCPUs: the count with two vCPUs, each busy (a
+// shell loop pinned to neither), so both vCPUs' state (the second one
+// started through INIT/SIPI) and their TSCs come back consistent.
+func TestSnapshotRestoreTwoVCPUs(t *testing.T) {
+	p, c := bootScriptCPUs(t, 2, "256M", `(while :; do :; done) & `+countScript)
+	waitCount(t, p, 3)
+	snap := filepath.Join(t.TempDir(), "snap")
+	pauseAndSnapshot(t, p, c, snap)
+	p.kill(t)
+	paused := p.console.String()
+	before := counts(paused)
+	last := before[len(before)-1]
+	q := startVMM(t, bootTimeout, "--restore", snap)
+	waitCount(t, q, last+3)
+	q.kill(t)
+	all := counts(paused + q.console.String())
+	for i, n := range all {
+		if n != i+1 {
+			t.Fatalf("count sequence broken at position %d: %d (want %d)\nbefore:\n%s\nafter restore:\n%s",
+				i, n, i+1, tail(paused), q.console.String())
+		}
+	}
+	t.Logf("2 vCPUs: counted to %d, on to %d after restore", last, all[len(all)-1])
 }
 
 // TestRestoreRefusesDamagedSnapshot: a snapshot with a flipped byte, a
