@@ -314,20 +314,31 @@ func Open(ctx context.Context, dir string, opts OpenOptions) (*Snapshot, error) 
 		return nil, err
 	}
 	mf, _ := m.File(MemoryFile)
-	if opts.SkipMemoryChecksum {
-		fi, err := os.Stat(filepath.Join(dir, MemoryFile))
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrSnapshotCorrupt, err)
-		}
-		if fi.Size() != mf.Size {
-			return nil, fmt.Errorf("%w: %s is %d bytes, manifest says %d (truncated?)", ErrSnapshotCorrupt, MemoryFile, fi.Size(), mf.Size)
-		}
-	} else if !strings.HasPrefix(mf.Checksum, "crc32c-pages:") {
-		return nil, fmt.Errorf("%w: %s checksum %q of an unknown kind", ErrSnapshotCorrupt, MemoryFile, mf.Checksum)
-	} else if err := verifyMemory(ctx, filepath.Join(dir, MemoryFile), mf); err != nil {
-		return nil, err
+	fi, err := os.Stat(filepath.Join(dir, MemoryFile))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSnapshotCorrupt, err)
 	}
-	return &Snapshot{Dir: dir, Manifest: m, State: st}, nil
+	if fi.Size() != mf.Size {
+		return nil, fmt.Errorf("%w: %s is %d bytes, manifest says %d (truncated?)", ErrSnapshotCorrupt, MemoryFile, fi.Size(), mf.Size)
+	}
+	s := &Snapshot{Dir: dir, Manifest: m, State: st}
+	if !opts.SkipMemoryChecksum {
+		if err := s.VerifyMemory(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// VerifyMemory checks the memory file against the manifest's checksum.
+// Open does so unless told to skip it; a caller that skipped it can run it
+// beside other work (Restore builds the machine meanwhile).
+func (s *Snapshot) VerifyMemory(ctx context.Context) error {
+	mf, _ := s.Manifest.File(MemoryFile)
+	if !strings.HasPrefix(mf.Checksum, "crc32c-pages:") {
+		return fmt.Errorf("%w: %s checksum %q of an unknown kind", ErrSnapshotCorrupt, MemoryFile, mf.Checksum)
+	}
+	return verifyMemory(ctx, s.MemoryPath(), mf)
 }
 
 // readBounded reads a whole file, refusing one larger than limit.
