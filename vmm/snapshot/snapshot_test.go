@@ -316,3 +316,20 @@ func TestManifestGolden(t *testing.T) {
 		t.Fatalf("golden manifest decodes to %+v, %v", back, err)
 	}
 }
+
+func TestVerifyMemoryAfterSkippedCheck(t *testing.T) {
+	dir, _, _ := writeSample(t)
+	editFile(t, dir, MemoryFile, func(b []byte) []byte { b[0] ^= 0x80; return b })
+	s, err := Open(context.Background(), dir, OpenOptions{SkipMemoryChecksum: true})
+	if err != nil {
+		t.Fatalf("Open skipping the memory checksum: %v", err)
+	}
+	if err := s.VerifyMemory(context.Background()); !errors.Is(err, ErrSnapshotCorrupt) {
+		t.Fatalf("VerifyMemory of a flipped page = %v, want ErrSnapshotCorrupt", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.VerifyMemory(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("VerifyMemory with a cancelled context = %v", err)
+	}
+}
