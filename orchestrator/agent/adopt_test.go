@@ -237,8 +237,14 @@ func TestConsoleRotation(t *testing.T) {
 	id := c.create("chatty", api.InstanceRequest{Image: c.disk.ID})
 	c.waitState(id, state.InstanceRunning, nil)
 	dir := filepath.Join(data, "instances", id)
-	for i := range 40 {
+	// Write until two rotations happened (how many lines that takes
+	// depends on when the agent's checks fall).
+	deadline := time.Now().Add(15 * time.Second)
+	for i := 0; ; i++ {
 		writeConsole(t, dir, strings.Repeat("x", 400)+itoa(i))
+		if _, err := os.Stat(filepath.Join(dir, fileConsole+".2")); err == nil || time.Now().After(deadline) {
+			break
+		}
 	}
 	for _, name := range []string{fileConsole + ".1", fileConsole + ".2"} {
 		if st, err := os.Stat(filepath.Join(dir, name)); err != nil || st.Size() <= 4096 {

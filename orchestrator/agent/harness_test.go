@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -113,6 +114,9 @@ func (c *cluster) startAgent(dataDir string, mod func(*Config)) (stop func()) {
 	if mod != nil {
 		mod(&cfg)
 	}
+	// Guests outlive their agent by design: end the fake vmm processes
+	// once the test is over (this cleanup runs after stop's).
+	c.t.Cleanup(func() { killVMMs(dataDir) })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, cfg) }()
@@ -223,5 +227,32 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// killVMMs kills the vmm processes whose pid files are under dataDir, if
+// they still serve a socket there.
+func killVMMs(dataDir string) {
+	pids, _ := filepath.Glob(filepath.Join(dataDir, "instances", "*", filePID))
+	for _, pf := range pids {
+		raw, err := os.ReadFile(pf)
+		if err != nil {
+			continue
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+		if err != nil {
+			continue
+		}
+		cmdline, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+		if bytes.Contains(cmdline, []byte(filepath.Join(filepath.Dir(pf), fileSocket))) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			// Let the reaper (this process is every fake's parent) write
+			// its exit-status file before the directory is removed.
+			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+				if _, err := os.Stat(filepath.Join(filepath.Dir(pf), fileExitStatus)); err == nil {
+					break
+				}
+			}
+		}
 	}
 }
