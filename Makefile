@@ -10,7 +10,7 @@ STATICCHECK_VERSION := v0.7.0
 UNIT_PKGS := ./vmm/... ./firmware/... ./cmd/vmm/... ./virtio/... ./netdev/... ./tests/kvmhost/...
 RACE_PKGS := ./orchestrator/... ./cmd/kvmstack/...
 
-.PHONY: all deps build kit test test-unit test-race test-e2e test-cluster bench lint fmt demo clean
+.PHONY: all deps build kit test test-unit test-race test-e2e test-cluster fuzz bench lint fmt demo clean
 
 all: build
 
@@ -60,6 +60,16 @@ test-e2e: build
 	@# The full log is build/e2e.log; on failure its tail is shown as well.
 	@$(GO) test -count=1 -timeout 40m -v ./tests/e2e/ 2>&1 | tee build/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|kvmhost:|e2e:|\s+\S+_test.go)' ; \
 	rc=$${PIPESTATUS[0]}; if [ $$rc -ne 0 ]; then echo "--- last 80 lines of build/e2e.log:"; tail -n 80 build/e2e.log; fi; exit $$rc
+
+## fuzz: every fuzz target for FUZZTIME each (their seed corpora already run in make test)
+FUZZTIME ?= 10s
+fuzz:
+	@for d in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
+	  for t in $$(grep -h '^func Fuzz' $$d/*_test.go | sed 's/^func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do \
+	    echo "== $$d $$t ($(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) $$d || exit 1; \
+	  done; \
+	done
 
 ## bench: microbenchmarks and side-by-side tables (see README, Performance)
 bench: build kit
