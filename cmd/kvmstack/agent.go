@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -12,13 +13,18 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"kvmstack/orchestrator/agent"
+	"kvmstack/orchestrator/hostnet"
 	"kvmstack/orchestrator/state"
 )
 
 // newHostNetwork builds the host network plumbing for an agent (netns ""
-// is the agent's own namespace). Nil means this build plumbs nothing and
-// the TAPs must exist already.
-var newHostNetwork func(netns string, log *slog.Logger) (agent.Network, error)
+// is the agent's own namespace, a name is one under /var/run/netns). Nil
+// means this build plumbs nothing and the TAPs must exist already. The
+// plumbing owns every kbr-/kvx-/ktp- link of that namespace: give each agent
+// a namespace of its own.
+var newHostNetwork = func(netns string, log *slog.Logger) (agent.Network, error) {
+	return hostnet.New(netns, log)
+}
 
 func agentCommand() *cli.Command {
 	return &cli.Command{
@@ -96,6 +102,11 @@ func runAgent(c *cli.Context) error {
 		n, err := newHostNetwork(c.String("netns"), log)
 		if err != nil {
 			return err
+		}
+		if cl, ok := n.(io.Closer); ok {
+			// Stops the DHCP servers only: links and guests stay for the
+			// next agent.
+			defer cl.Close()
 		}
 		cfg.Network = n
 	} else {
