@@ -84,6 +84,7 @@ func instanceCommand() *cli.Command {
 			&cli.StringFlag{Name: "server-group"}, &cli.StringSliceFlag{Name: "meta", Usage: "KEY=VALUE metadata"},
 			&cli.StringSliceFlag{Name: "network", Usage: "attach a NIC on this network (name or id; repeat for more NICs, in order)"},
 			&cli.IntFlag{Name: "count", Value: 1}, &cli.DurationFlag{Name: "wait", Usage: "wait this long for the instances to be scheduled"},
+			&cli.StringFlag{Name: "restart-policy", Usage: "when the vmm exits on its own: never, on-failure or always", Value: state.RestartNever},
 		}, Action: func(c *cli.Context) error {
 			n, err := needArg(c, "name")
 			if err != nil {
@@ -98,7 +99,8 @@ func instanceCommand() *cli.Command {
 				meta[k] = v
 			}
 			req := api.InstanceRequest{Name: n, Flavor: c.String("flavor"), Image: c.String("image"), Kernel: c.String("kernel"), Initrd: c.String("initrd"),
-				ServerGroup: c.String("server-group"), Metadata: meta, Count: c.Int("count"), Networks: c.StringSlice("network")}
+				ServerGroup: c.String("server-group"), Metadata: meta, Count: c.Int("count"), Networks: c.StringSlice("network"),
+				RestartPolicy: c.String("restart-policy")}
 			cl := apiClient(c)
 			var created []api.InstanceView
 			idx, err := cl.Do(ctxOf(c), http.MethodPost, "/v1/instances", nil, req, &created)
@@ -163,7 +165,43 @@ func instanceCommand() *cli.Command {
 				}
 				return printResult(c, out)
 			}})
+	cmds = append(cmds, instanceActionCommands()...)
 	return &cli.Command{Name: "instance", Usage: "manage instances", Subcommands: cmds}
+}
+
+// instanceActions are the power actions `kvmstack instance VERB` asks for.
+var instanceActions = []struct{ verb, usage string }{
+	{state.ActionStop, "power an instance off (its disk and placement stay)"},
+	{state.ActionStart, "boot a stopped instance again"},
+	{state.ActionReboot, "reset a running or paused instance"},
+	{state.ActionPause, "freeze an instance's vCPUs"},
+	{state.ActionResume, "run a paused instance again"},
+}
+
+// instanceActionCommands returns one command per power action. The server
+// only records the request; the host's agent carries it out and reports the
+// new state, so the printed state is the one before the action.
+func instanceActionCommands() []*cli.Command {
+	var cmds []*cli.Command
+	for _, a := range instanceActions {
+		cmds = append(cmds, &cli.Command{Name: a.verb, Usage: a.usage, ArgsUsage: "NAME_OR_ID", Action: func(c *cli.Context) error {
+			arg, err := needArg(c, "instance")
+			if err != nil {
+				return err
+			}
+			cl := apiClient(c)
+			in, err := cl.Instance(ctxOf(c), arg)
+			if err != nil {
+				return err
+			}
+			in, err = cl.InstanceAction(ctxOf(c), in.ID, a.verb)
+			if err != nil {
+				return err
+			}
+			return printResult(c, in, "id", "name", "state", "action", "host_id")
+		}})
+	}
+	return cmds
 }
 
 func imageCommand() *cli.Command {

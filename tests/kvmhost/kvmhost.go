@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -89,6 +90,9 @@ mkdir -p "$KVMHOST_WORKDIR" && cd "$KVMHOST_WORKDIR"
 for w in $(cat /proc/cmdline); do
   case "$w" in kvmhost.cmd=*) echo "${w#kvmhost.cmd=}" | base64 -d > /kvmhost/cmd ;; esac
 done
+# A heartbeat for the runner: a test host whose timers stopped cannot tick
+# (docs/KVM-HOSTS.md, "The whole test host wedges").
+( while :; do echo KVMHOST-TICK; sleep 5; done ) &
 /bin/busybox sh /kvmhost/cmd </dev/null
 rc=$?
 echo "KVMHOST-EXIT=$rc"
@@ -103,6 +107,22 @@ poweroff -f
 var optionalModules = []string{"tun.ko"}
 
 var exitLine = regexp.MustCompile(`KVMHOST-EXIT=(\d+)`)
+
+const tickLine = "KVMHOST-TICK"
+
+// ErrWedged means the test host stopped ticking and a nudge on its serial
+// line did not wake it.
+var ErrWedged = errors.New("test host wedged")
+
+// Liveness of a test host: its first tick must come within bootGrace of the
+// start, and later ones within silence of each other; after a silence the
+// runner sends a byte to the serial line (an interrupt the host must
+// handle) and gives it wakeGrace to tick again.
+var (
+	bootGrace = 2 * time.Minute
+	silence   = 30 * time.Second
+	wakeGrace = 30 * time.Second
+)
 
 // Run boots the test host, runs the command, and returns its exit status.
 func Run(ctx context.Context, cfg Config) (int, error) {
@@ -187,7 +207,10 @@ func (h *Host) Exec(ctx context.Context, args []string, watch func(line string))
 		"-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot",
 		"-device", "isa-debug-exit,iobase=0xf4,iosize=0x01",
 		"-monitor", "unix:"+monitor+",server=on,wait=off")
-	cmd.Stdin = nil
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return -1, err
+	}
 	cmd.Stderr = io.Discard // TCG feature warnings
 	cmd.WaitDelay = 5 * time.Second
 	// A run cancelled because it wedged says where the test host's CPU was
@@ -206,6 +229,13 @@ func (h *Host) Exec(ctx context.Context, args []string, watch func(line string))
 	if err := cmd.Start(); err != nil {
 		return -1, fmt.Errorf("start qemu: %w", err)
 	}
+	live := newLiveness(time.Now())
+	wedged := make(chan struct{})
+	stopLive := make(chan struct{})
+	defer close(stopLive)
+	go live.watch(stopLive, func(msg string) { fmt.Fprintln(cfg.Output, "kvmhost: "+msg) },
+		func() { _, _ = stdin.Write([]byte("\r")) },
+		func() { close(wedged); _ = cmd.Cancel() })
 	status := -1
 	sc := bufio.NewScanner(out)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
@@ -214,6 +244,12 @@ func (h *Host) Exec(ctx context.Context, args []string, watch func(line string))
 		if m := exitLine.FindStringSubmatch(line); m != nil {
 			status, _ = strconv.Atoi(m[1])
 			continue
+		}
+		if strings.Contains(line, tickLine) {
+			live.tick(time.Now())
+			if line = strings.TrimSpace(strings.Replace(line, tickLine, "", 1)); line == "" {
+				continue
+			}
 		}
 		fmt.Fprintln(cfg.Output, line)
 		if watch != nil {
@@ -226,12 +262,81 @@ func (h *Host) Exec(ctx context.Context, args []string, watch func(line string))
 		status = code >> 1
 	}
 	if status < 0 {
+		select {
+		case <-wedged:
+			return -1, fmt.Errorf("kvmhost: %w", ErrWedged)
+		default:
+		}
 		if ctx.Err() != nil {
 			return -1, fmt.Errorf("kvmhost: %w", ctx.Err())
 		}
 		return -1, fmt.Errorf("kvmhost: test host ended without a status (qemu: %v)", werr)
 	}
 	return status, nil
+}
+
+// liveness follows a test host's heartbeat.
+type liveness struct {
+	mu      sync.Mutex
+	start   time.Time
+	last    time.Time // zero until the first tick
+	nudged  time.Time // zero unless a nudge is outstanding
+}
+
+func newLiveness(start time.Time) *liveness { return &liveness{start: start} }
+
+func (l *liveness) tick(now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.last = now
+}
+
+// check decides what to do at now: nothing, nudge the host, or give up.
+func (l *liveness) check(now time.Time) (nudge, wedged bool, msg string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.nudged.IsZero() {
+		if l.last.After(l.nudged) {
+			l.nudged = time.Time{}
+			return false, false, "test host ticks again after the nudge"
+		}
+		if now.Sub(l.nudged) > wakeGrace {
+			return false, true, fmt.Sprintf("test host did not wake within %v of the nudge: wedged", wakeGrace)
+		}
+		return false, false, ""
+	}
+	switch {
+	case l.last.IsZero() && now.Sub(l.start) > bootGrace:
+		l.nudged = now
+		return true, false, fmt.Sprintf("test host has not ticked %v after its start; nudging its serial line", bootGrace)
+	case !l.last.IsZero() && now.Sub(l.last) > silence:
+		l.nudged = now
+		return true, false, fmt.Sprintf("test host silent for %v; nudging its serial line", now.Sub(l.last).Round(time.Second))
+	}
+	return false, false, ""
+}
+
+func (l *liveness) watch(stop <-chan struct{}, say func(string), nudge, giveUp func()) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case now := <-t.C:
+			n, w, msg := l.check(now)
+			if msg != "" {
+				say(msg)
+			}
+			if n {
+				nudge()
+			}
+			if w {
+				giveUp()
+				return
+			}
+		}
+	}
 }
 
 // monitorCommand runs one human monitor command over QEMU's monitor socket
@@ -257,9 +362,11 @@ func monitorCommand(sock, command string) (string, error) {
 		}
 	}
 	s := strings.ReplaceAll(out.String(), "\r", "")
-	// Drop the banner and the echo: keep what follows the echoed command.
-	if i := strings.Index(s, command+"\n"); i >= 0 {
-		s = s[i+len(command)+1:]
+	// Drop the banner and the echo (the monitor redraws its line with
+	// escape sequences as it echoes): keep what follows the last redraw.
+	if i := strings.LastIndex(s, command); i >= 0 {
+		s = s[i+len(command):]
+		s = strings.TrimPrefix(s, "\x1b[K")
 	}
 	return strings.TrimSuffix(strings.TrimSpace(s), "(qemu)"), nil
 }

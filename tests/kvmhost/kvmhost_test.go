@@ -244,3 +244,52 @@ func TestRunSplitRerunsRepeatedTest(t *testing.T) {
 		t.Errorf("status %d after %d boots; want 0 after 2", got, boots)
 	}
 }
+
+func TestLivenessNudgesThenGivesUp(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	type step struct {
+		tick         bool
+		at           time.Duration
+		nudge, wedge bool
+	}
+	for _, tc := range []struct {
+		name  string
+		steps []step
+	}{
+		{"never ticks", []step{
+			{at: bootGrace - time.Second},
+			{at: bootGrace + time.Second, nudge: true},
+			{at: bootGrace + time.Second + wakeGrace/2},
+			{at: bootGrace + 2*time.Second + wakeGrace, wedge: true},
+		}},
+		{"ticks steadily", []step{
+			{tick: true, at: 10 * time.Second},
+			{at: 10*time.Second + silence - time.Second},
+			{tick: true, at: 10*time.Second + silence},
+			{at: 10*time.Second + 2*silence - time.Second},
+		}},
+		{"wakes after a nudge", []step{
+			{tick: true, at: 10 * time.Second},
+			{at: 11*time.Second + silence, nudge: true},
+			{tick: true, at: 12*time.Second + silence},
+			{at: 13*time.Second + silence},
+			{at: 12*time.Second + 2*silence - time.Second},
+			{at: 13*time.Second + 2*silence, nudge: true},
+			{at: 14*time.Second + 2*silence + wakeGrace, wedge: true},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newLiveness(t0)
+			for i, s := range tc.steps {
+				if s.tick {
+					l.tick(at(s.at))
+				}
+				nudge, wedge, _ := l.check(at(s.at))
+				if nudge != s.nudge || wedge != s.wedge {
+					t.Fatalf("step %d at %v: nudge %v wedge %v, want %v %v", i, s.at, nudge, wedge, s.nudge, s.wedge)
+				}
+			}
+		})
+	}
+}
