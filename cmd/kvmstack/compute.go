@@ -49,6 +49,7 @@ func hostCommand() *cli.Command {
 			return err
 		}})
 	}
+	cmds = append(cmds, hostEvacuateCommand())
 	return &cli.Command{Name: "host", Usage: "manage compute hosts", Subcommands: cmds}
 }
 
@@ -165,6 +166,7 @@ func instanceCommand() *cli.Command {
 				}
 				return printResult(c, out)
 			}})
+	cmds = append(cmds, instanceEvacuateCommand())
 	cmds = append(cmds, instanceActionCommands()...)
 	return &cli.Command{Name: "instance", Usage: "manage instances", Subcommands: cmds}
 }

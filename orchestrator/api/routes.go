@@ -34,6 +34,7 @@ func (s *Server) routes() {
 	s.handle("POST /v1/hosts/{id}/heartbeat", "host:heartbeat", 0, s.heartbeat)
 	s.handle("POST /v1/hosts/{id}/enable", "host:update", 0, s.enableHost(true))
 	s.handle("POST /v1/hosts/{id}/disable", "host:update", 0, s.enableHost(false))
+	s.handle("POST /v1/hosts/{id}/evacuate", "host:update", 0, s.evacuateHost)
 
 	s.handle("GET /v1/images", "image:list", 0, s.listImages)
 	s.handle("POST /v1/images", "image:create", upload, s.uploadImage)
@@ -52,6 +53,8 @@ func (s *Server) routes() {
 	s.handle("DELETE /v1/instances/{id}", "instance:list", 0, s.deleteInstance)
 	s.handle("POST /v1/instances/{id}/action", "instance:list", 0, s.instanceAction)
 	s.handle("POST /v1/instances/{id}/state", "instance:set-state", 0, s.setInstanceState)
+	// Evacuation moves capacity between hosts: a system admin's decision.
+	s.handle("POST /v1/instances/{id}/evacuate", "host:update", 0, s.evacuateInstance)
 
 	s.handle("GET /v1/instances/{id}/ports", "instance:list", 0, s.listInstancePorts)
 

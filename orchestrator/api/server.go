@@ -20,6 +20,7 @@ import (
 	"kvmstack/orchestrator/identity"
 	"kvmstack/orchestrator/metrics"
 	"kvmstack/orchestrator/raftnode"
+	"kvmstack/orchestrator/scheduler"
 	"kvmstack/orchestrator/state"
 )
 
@@ -47,6 +48,8 @@ type Config struct {
 	BcryptCost int
 	// HostTTL is how long a host counts as up after a heartbeat.
 	HostTTL time.Duration
+	// Strategy is the scheduler weigher evacuations place with.
+	Strategy scheduler.Strategy
 	// MaxWait bounds a blocking query's wait.
 	MaxWait time.Duration
 }

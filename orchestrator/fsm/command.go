@@ -43,6 +43,8 @@ const (
 	TypeNetworkCreate
 	TypeNetworkDelete
 	TypeInstanceAction
+	TypeHostDown
+	TypeInstanceEvacuate
 	typeEnd
 )
 
@@ -226,6 +228,23 @@ type InstanceAction struct {
 	Action string `json:"action"`
 }
 
+// HostDown marks a host that stopped heartbeating down and its instances
+// host-down. The leader's failure detector proposes it with its clock in
+// the header; the FSM re-checks the heartbeat against that time and TTL.
+type HostDown struct {
+	Header
+	ID  string        `json:"id"`
+	TTL time.Duration `json:"ttl"`
+}
+
+// InstanceEvacuate moves host-down instances to other hosts, all of them
+// or none.
+type InstanceEvacuate struct {
+	Header
+	Rules      state.PlacementRules `json:"rules"`
+	Placements []state.Placement    `json:"placements"`
+}
+
 // ServerUpsert records a server's addresses.
 type ServerUpsert struct {
 	Header
@@ -239,32 +258,34 @@ type ServerDelete struct {
 }
 
 // Type implementations.
-func (Bootstrap) Type() Type      { return TypeBootstrap }
-func (ProjectCreate) Type() Type  { return TypeProjectCreate }
-func (ProjectDelete) Type() Type  { return TypeProjectDelete }
-func (UserCreate) Type() Type     { return TypeUserCreate }
-func (UserDelete) Type() Type     { return TypeUserDelete }
-func (RoleAssign) Type() Type     { return TypeRoleAssign }
-func (RoleUnassign) Type() Type   { return TypeRoleUnassign }
-func (KeyRotate) Type() Type      { return TypeKeyRotate }
-func (TokenRevoke) Type() Type    { return TypeTokenRevoke }
-func (ImageCreate) Type() Type    { return TypeImageCreate }
-func (ImageDelete) Type() Type    { return TypeImageDelete }
-func (FlavorCreate) Type() Type   { return TypeFlavorCreate }
-func (FlavorDelete) Type() Type   { return TypeFlavorDelete }
-func (QuotaSet) Type() Type       { return TypeQuotaSet }
-func (GroupCreate) Type() Type    { return TypeGroupCreate }
-func (GroupDelete) Type() Type    { return TypeGroupDelete }
-func (HostRegister) Type() Type   { return TypeHostRegister }
-func (HostHeartbeat) Type() Type  { return TypeHostHeartbeat }
-func (HostEnable) Type() Type     { return TypeHostEnable }
-func (HostDelete) Type() Type     { return TypeHostDelete }
-func (InstanceCreate) Type() Type { return TypeInstanceCreate }
-func (InstancePlace) Type() Type  { return TypeInstancePlace }
-func (InstanceState) Type() Type  { return TypeInstanceState }
-func (InstanceAction) Type() Type { return TypeInstanceAction }
-func (ServerUpsert) Type() Type   { return TypeServerUpsert }
-func (ServerDelete) Type() Type   { return TypeServerDelete }
+func (Bootstrap) Type() Type        { return TypeBootstrap }
+func (ProjectCreate) Type() Type    { return TypeProjectCreate }
+func (ProjectDelete) Type() Type    { return TypeProjectDelete }
+func (UserCreate) Type() Type       { return TypeUserCreate }
+func (UserDelete) Type() Type       { return TypeUserDelete }
+func (RoleAssign) Type() Type       { return TypeRoleAssign }
+func (RoleUnassign) Type() Type     { return TypeRoleUnassign }
+func (KeyRotate) Type() Type        { return TypeKeyRotate }
+func (TokenRevoke) Type() Type      { return TypeTokenRevoke }
+func (ImageCreate) Type() Type      { return TypeImageCreate }
+func (ImageDelete) Type() Type      { return TypeImageDelete }
+func (FlavorCreate) Type() Type     { return TypeFlavorCreate }
+func (FlavorDelete) Type() Type     { return TypeFlavorDelete }
+func (QuotaSet) Type() Type         { return TypeQuotaSet }
+func (GroupCreate) Type() Type      { return TypeGroupCreate }
+func (GroupDelete) Type() Type      { return TypeGroupDelete }
+func (HostRegister) Type() Type     { return TypeHostRegister }
+func (HostHeartbeat) Type() Type    { return TypeHostHeartbeat }
+func (HostEnable) Type() Type       { return TypeHostEnable }
+func (HostDelete) Type() Type       { return TypeHostDelete }
+func (InstanceCreate) Type() Type   { return TypeInstanceCreate }
+func (InstancePlace) Type() Type    { return TypeInstancePlace }
+func (InstanceState) Type() Type    { return TypeInstanceState }
+func (InstanceAction) Type() Type   { return TypeInstanceAction }
+func (HostDown) Type() Type         { return TypeHostDown }
+func (InstanceEvacuate) Type() Type { return TypeInstanceEvacuate }
+func (ServerUpsert) Type() Type     { return TypeServerUpsert }
+func (ServerDelete) Type() Type     { return TypeServerDelete }
 
 func newCommand(t Type) Command {
 	switch t {
@@ -324,6 +345,10 @@ func newCommand(t Type) Command {
 		return &NetworkDelete{}
 	case TypeInstanceAction:
 		return &InstanceAction{}
+	case TypeHostDown:
+		return &HostDown{}
+	case TypeInstanceEvacuate:
+		return &InstanceEvacuate{}
 	}
 	return nil
 }

@@ -146,6 +146,10 @@ func (f *FSM) ApplyCommand(index uint64, c Command) *Result {
 			return w.SetInstanceState(c.ID, c.State, c.Reason, at)
 		case *InstanceAction:
 			return w.RequestInstanceAction(c.ID, c.Action, at)
+		case *HostDown:
+			return w.MarkHostDown(c.ID, c.TTL, at)
+		case *InstanceEvacuate:
+			return w.EvacuateInstances(c.Placements, c.Rules, at)
 		case *ServerUpsert:
 			return w.UpsertServer(&c.Server)
 		case *ServerDelete:

@@ -294,6 +294,8 @@ func FuzzDecode(f *testing.F) {
 		&InstancePlace{Header: h(0), Placements: []state.Placement{{InstanceID: "i", HostID: "h"}}},
 		&HostRegister{Header: h(0), Host: state.Host{ID: "h", Name: "h", VCPUs: 1, MemoryMB: 64, CPURatio: 1, RAMRatio: 1, DiskRatio: 1}},
 		&InstanceState{Header: h(0), ID: "i", State: "running"},
+		&HostDown{Header: h(0), ID: "h", TTL: 30 * time.Second},
+		&InstanceEvacuate{Header: h(0), Rules: state.PlacementRules{HostTTL: time.Minute}, Placements: []state.Placement{{InstanceID: "i", HostID: "h2"}, {InstanceID: "j", Error: "no valid host"}}},
 	}
 	for _, c := range seeds {
 		b, err := Encode(c)

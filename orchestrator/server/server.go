@@ -46,6 +46,12 @@ type Config struct {
 	DeadServerTimeout time.Duration
 	// HostTTL: a host without heartbeat for this long is down.
 	HostTTL time.Duration
+	// HostCheckInterval is how often the leader looks for hosts past
+	// HostTTL (0 = HostTTL/10, between 100 ms and 5 s).
+	HostCheckInterval time.Duration
+	// Clock tells the time to the API, the scheduler and the host failure
+	// detector (nil = the system clock; tests substitute a fake one).
+	Clock Clock
 	// Strategy is the scheduler weigher (spread or pack).
 	Strategy scheduler.Strategy
 	// BootstrapPasswordFile, if set, holds the bootstrap admin password;
@@ -104,6 +110,12 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.HostTTL == 0 {
 		cfg.HostTTL = 30 * time.Second
 	}
+	if cfg.Clock == nil {
+		cfg.Clock = systemClock{}
+	}
+	if cfg.HostCheckInterval <= 0 {
+		cfg.HostCheckInterval = min(max(cfg.HostTTL/10, 100*time.Millisecond), 5*time.Second)
+	}
 	if cfg.Strategy == "" {
 		cfg.Strategy = scheduler.Spread
 	}
@@ -149,7 +161,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.api = &api.Server{
-		Config: api.Config{MaxImageBytes: cfg.MaxImageBytes, TokenTTL: cfg.TokenTTL, BcryptCost: cfg.BcryptCost, HostTTL: cfg.HostTTL},
+		Config: api.Config{MaxImageBytes: cfg.MaxImageBytes, TokenTTL: cfg.TokenTTL, BcryptCost: cfg.BcryptCost, HostTTL: cfg.HostTTL, Strategy: cfg.Strategy},
+		Now:    cfg.Clock.Now,
 		Store:  s.store, Node: s.node, Blobs: s.blobs, Metrics: s.metrics, Log: s.log, SelfHTTP: s.HTTPAddr(), FetchBlob: s.fetchBlob,
 	}
 	s.http = &http.Server{Handler: s.api.Handler(), ReadHeaderTimeout: 10 * time.Second}
@@ -259,12 +272,13 @@ func (s *Server) leaderDuties(ctx context.Context) {
 		break
 	}
 	loop := &scheduler.Loop{Store: s.store, Options: scheduler.Options{Strategy: s.cfg.Strategy, HostTTL: s.cfg.HostTTL},
-		BatchSize: s.cfg.SchedulerBatch, Pipeline: s.cfg.SchedulerPipeline, Metrics: s.metrics, Log: s.log,
+		BatchSize: s.cfg.SchedulerBatch, Pipeline: s.cfg.SchedulerPipeline, Metrics: s.metrics, Log: s.log, Now: s.cfg.Clock.Now,
 		Propose: func(ctx context.Context, c fsm.Command) (*fsm.Result, error) {
 			res, _, err := s.node.Apply(ctx, c)
 			return res, err
 		}}
 	go loop.Run(ctx)
+	go s.watchHosts(ctx)
 	if s.cfg.DeadServerTimeout > 0 {
 		go s.autopilot(ctx)
 	}

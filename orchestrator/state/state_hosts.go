@@ -25,14 +25,19 @@ type Host struct {
 	Name    string `json:"name"`
 	Address string `json:"address,omitempty"`
 	// UnderlayIP is the address other hosts send this host's VXLAN traffic to.
-	UnderlayIP    string    `json:"underlay_ip,omitempty"`
-	VCPUs         int       `json:"vcpus"`
-	MemoryMB      int       `json:"memory_mb"`
-	DiskGB        int       `json:"disk_gb"`
-	CPURatio      float64   `json:"cpu_allocation_ratio"`
-	RAMRatio      float64   `json:"ram_allocation_ratio"`
-	DiskRatio     float64   `json:"disk_allocation_ratio"`
-	Enabled       bool      `json:"enabled"`
+	UnderlayIP string  `json:"underlay_ip,omitempty"`
+	VCPUs      int     `json:"vcpus"`
+	MemoryMB   int     `json:"memory_mb"`
+	DiskGB     int     `json:"disk_gb"`
+	CPURatio   float64 `json:"cpu_allocation_ratio"`
+	RAMRatio   float64 `json:"ram_allocation_ratio"`
+	DiskRatio  float64 `json:"disk_allocation_ratio"`
+	Enabled    bool    `json:"enabled"`
+	// Down is set by the leader's failure detector (MarkHostDown) once the
+	// host missed heartbeats for longer than the TTL, and cleared by its
+	// next heartbeat or registration. It is replicated so that every
+	// server agrees which instances are host-down.
+	Down          bool      `json:"down,omitempty"`
 	LastHeartbeat time.Time `json:"last_heartbeat"`
 	RegisteredAt  time.Time `json:"registered_at"`
 	UsedVCPUs     int       `json:"used_vcpus"`
@@ -41,9 +46,10 @@ type Host struct {
 	Instances     int       `json:"instances"`
 }
 
-// Up reports whether the host heartbeated within ttl of now.
+// Up reports whether the host heartbeated within ttl of now and has not
+// been marked down since.
 func (h *Host) Up(now time.Time, ttl time.Duration) bool {
-	return !h.LastHeartbeat.IsZero() && now.Sub(h.LastHeartbeat) <= ttl
+	return !h.Down && !h.LastHeartbeat.IsZero() && now.Sub(h.LastHeartbeat) <= ttl
 }
 
 // Resources is a demand or capacity in the three scheduled dimensions.
@@ -130,7 +136,16 @@ func (w *WriteTxn) RegisterHost(h *Host, now time.Time) (*Host, error) {
 		c.Enabled = true
 		c.UsedVCPUs, c.UsedMemoryMB, c.UsedDiskGB, c.Instances = 0, 0, 0, 0
 	}
-	return &c, w.insert(tableHosts, &c)
+	if err := w.insert(tableHosts, &c); err != nil {
+		return nil, err
+	}
+	if old != nil && old.Down {
+		// A restarted agent registers before it heartbeats: it is back.
+		if err := w.restoreHostDown(c.ID, now); err != nil {
+			return nil, err
+		}
+	}
+	return &c, nil
 }
 
 func (w *WriteTxn) host(id string) (*Host, error) {
@@ -151,12 +166,21 @@ func (w *WriteTxn) Heartbeat(id string, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	if !now.After(h.LastHeartbeat) {
+	if !now.After(h.LastHeartbeat) && !h.Down {
 		return nil
 	}
 	c := *h
-	c.LastHeartbeat = fixedTime(now)
-	return w.insert(tableHosts, &c)
+	if now.After(h.LastHeartbeat) {
+		c.LastHeartbeat = fixedTime(now)
+	}
+	c.Down = false
+	if err := w.insert(tableHosts, &c); err != nil {
+		return err
+	}
+	if h.Down {
+		return w.restoreHostDown(h.ID, now)
+	}
+	return nil
 }
 
 // SetHostEnabled enables or disables a host for scheduling.

@@ -20,6 +20,10 @@ const (
 	InstancePaused    = "paused"
 	InstanceError     = "error"
 	InstanceDeleted   = "deleted"
+	// InstanceHostDown: the instance's host stopped heartbeating. It goes
+	// back to the state it had (DownFrom) when the host returns, or to
+	// building on another host when evacuated.
+	InstanceHostDown = "host-down"
 )
 
 // transitions lists the states each state may move to; placement
@@ -34,6 +38,10 @@ var transitions = map[string][]string{
 	// error → building: the agent restarts a failed vmm when the instance's
 	// restart policy says so, recording the failure first.
 	InstanceError: {InstanceBuilding, InstanceDeleted},
+	// host-down → anything the agent may report once its host is back
+	// (normally the host's heartbeat restores DownFrom first), or deleted
+	// by the user while the host is away.
+	InstanceHostDown: {InstanceBuilding, InstanceRunning, InstanceStopped, InstancePaused, InstanceError, InstanceDeleted},
 }
 
 // Restart policies: what the agent does when an instance's vmm exits on its
@@ -86,8 +94,11 @@ type Instance struct {
 	// and ActionSeq counts the actions asked for so far. The agent carries
 	// out the latest one when ActionSeq passes the last it handled, so a
 	// guest that powers itself off stays off until the next start.
-	Action    string       `json:"action,omitempty"`
-	ActionSeq int          `json:"action_seq,omitempty"`
+	Action    string `json:"action,omitempty"`
+	ActionSeq int    `json:"action_seq,omitempty"`
+	// DownFrom is the state the instance had when its host went down; it
+	// is set only while the instance is host-down.
+	DownFrom  string       `json:"down_from,omitempty"`
 	State     string       `json:"state"`
 	HostID    string       `json:"host_id,omitempty"`
 	History   []Transition `json:"history"`
@@ -200,7 +211,7 @@ func (w *WriteTxn) CreateInstances(insts []*Instance, at time.Time) error {
 		need[in.ProjectID] = u
 		c := in.clone()
 		c.VCPUs, c.MemoryMB, c.DiskGB = f.VCPUs, f.MemoryMB, f.DiskGB
-		c.HostID, c.Action, c.ActionSeq = "", "", 0
+		c.HostID, c.Action, c.ActionSeq, c.DownFrom = "", "", 0, ""
 		c.CreatedAt = fixedTime(at)
 		c.History = nil
 		c.moveTo(InstancePending, "created", at)
@@ -285,7 +296,7 @@ func (w *WriteTxn) place(p Placement, rules PlacementRules, at time.Time) error 
 		return fmt.Errorf("instance %s does not fit on host %s (free %+v): %w", in.ID, h.Name, h.Free(), ErrNoCapacity)
 	}
 	if in.ServerGroupID != "" {
-		if err := w.checkGroup(in, h.ID); err != nil {
+		if err := w.checkGroup(in, h.ID, false); err != nil {
 			return err
 		}
 	}
@@ -302,7 +313,10 @@ func (w *WriteTxn) place(p Placement, rules PlacementRules, at time.Time) error 
 	return w.insert(tableInstances, c)
 }
 
-func (w *WriteTxn) checkGroup(in *Instance, hostID string) error {
+// checkGroup enforces in's server-group policy for hostID. evacuating
+// leaves out members that are host-down (they are leaving their host too,
+// or will be when evacuated).
+func (w *WriteTxn) checkGroup(in *Instance, hostID string, evacuating bool) error {
 	g, err := first[ServerGroup](w.tx, nil, tableGroups, "id", in.ServerGroupID)
 	if err != nil {
 		return err
@@ -315,7 +329,7 @@ func (w *WriteTxn) checkGroup(in *Instance, hostID string) error {
 		return err
 	}
 	for _, m := range members {
-		if m.ID == in.ID || m.HostID == "" || m.State == InstanceDeleted {
+		if m.ID == in.ID || m.HostID == "" || m.State == InstanceDeleted || evacuating && m.State == InstanceHostDown {
 			continue
 		}
 		if g.Policy == PolicyAntiAffinity && m.HostID == hostID {
@@ -375,7 +389,9 @@ func (w *WriteTxn) SetInstanceState(id, state, reason string, at time.Time) erro
 // asked for while the agent is still building the instance; it carries them
 // out once the guest runs.
 var actionFrom = map[string][]string{
-	ActionStop:   {InstanceScheduled, InstanceBuilding, InstanceRunning, InstancePaused},
+	// A stop asked for while the host is down is recorded and carried out
+	// by the agent when the host returns (or after an evacuation).
+	ActionStop:   {InstanceScheduled, InstanceBuilding, InstanceRunning, InstancePaused, InstanceHostDown},
 	ActionStart:  {InstanceStopped},
 	ActionReboot: {InstanceScheduled, InstanceBuilding, InstanceRunning, InstancePaused},
 	ActionPause:  {InstanceScheduled, InstanceBuilding, InstanceRunning},
