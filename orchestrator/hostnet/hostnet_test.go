@@ -2,6 +2,8 @@ package hostnet
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -10,7 +12,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/vishvananda/netlink"
 
 	"kvmstack/netdev"
@@ -134,6 +138,15 @@ func TestReconcileInNamespace(t *testing.T) {
 			t.Errorf("%s flood entries %v, want %v", n.VXLAN, dsts, want)
 		}
 	}
+	// The guest's first packet: a DISCOVER through its TAP, opened as vmm
+	// opens it, is answered from this host's lease with the subnet's
+	// reserved addresses.
+	offer := discoverThroughTap(t, look, pA.Tap, mac(pA.MAC))
+	if offer.MessageType() != dhcpv4.MessageTypeOffer || !offer.YourIPAddr.Equal(net.ParseIP("10.7.0.3")) ||
+		!offer.ServerIdentifier().Equal(net.ParseIP("10.7.0.2")) || len(offer.Router()) != 1 || !offer.Router()[0].Equal(net.ParseIP("10.7.0.1")) {
+		t.Errorf("reply to the DISCOVER: %s", offer.Summary())
+	}
+
 	// Idempotent: the same view again changes nothing and does not fail
 	// (the DHCP servers are updated in place, not rebound).
 	if err := h.Reconcile(ctx, hn); err != nil {
@@ -153,6 +166,84 @@ func TestReconcileInNamespace(t *testing.T) {
 			t.Errorf("link %s (%s) left after the view emptied", l.Attrs().Name, l.Type())
 		}
 	}
+}
+
+// discoverThroughTap writes DISCOVERs from guestMAC into the TAP until a
+// DHCP reply comes back on it (the bridge forwards from a TAP only once it
+// noticed the carrier that opening it raised, a moment later) and returns it.
+func discoverThroughTap(t *testing.T, ns *netdev.Namespace, tapName string, guestMAC net.HardwareAddr) *dhcpv4.DHCPv4 {
+	t.Helper()
+	tp, err := ns.OpenTap(tapName, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tp.Close()
+	d, err := dhcpv4.NewDiscovery(guestMAC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	frame := udpBroadcastFrame(guestMAC, d.ToBytes())
+	hdr := make([]byte, netdev.VnetHdrLen)
+	buf := make([]byte, 2048)
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if err := tp.SetDeadline(time.Now().Add(250 * time.Millisecond)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tp.WritePacket([][]byte{hdr, frame}); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			n, err := tp.ReadPacket([][]byte{hdr, buf}, nil)
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			// An IPv4 UDP frame to port 68 with no IP options.
+			g := buf[:n-len(hdr)]
+			if len(g) < 42 || g[12] != 0x08 || g[13] != 0 || g[14] != 0x45 || g[23] != 17 || binary.BigEndian.Uint16(g[36:]) != 68 {
+				continue
+			}
+			m, err := dhcpv4.FromBytes(g[42:])
+			if err != nil {
+				t.Fatalf("reply: %v", err)
+			}
+			if m.TransactionID == d.TransactionID {
+				return m
+			}
+		}
+	}
+	t.Fatal("no DHCP reply on the TAP")
+	return nil
+}
+
+// udpBroadcastFrame is what a guest without an address sends: payload in
+// UDP 68 → 67, from 0.0.0.0 to 255.255.255.255, broadcast from src.
+func udpBroadcastFrame(src net.HardwareAddr, payload []byte) []byte {
+	f := make([]byte, 14+20+8+len(payload))
+	copy(f, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	copy(f[6:], src)
+	binary.BigEndian.PutUint16(f[12:], 0x0800)
+	ip := f[14:34]
+	ip[0], ip[8], ip[9] = 0x45, 64, 17
+	binary.BigEndian.PutUint16(ip[2:], uint16(20+8+len(payload)))
+	copy(ip[16:], []byte{255, 255, 255, 255})
+	var sum uint32
+	for i := 0; i < len(ip); i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(ip[i:]))
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	binary.BigEndian.PutUint16(ip[10:], ^uint16(sum))
+	udp := f[34:]
+	binary.BigEndian.PutUint16(udp[0:], 68)
+	binary.BigEndian.PutUint16(udp[2:], 67)
+	binary.BigEndian.PutUint16(udp[4:], uint16(8+len(payload)))
+	copy(udp[8:], payload) // UDP checksum 0: none, allowed over IPv4
+	return f
 }
 
 func TestNewUnknownNamespace(t *testing.T) {
