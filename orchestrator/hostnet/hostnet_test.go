@@ -153,6 +153,27 @@ func TestReconcileInNamespace(t *testing.T) {
 		t.Fatalf("second Reconcile: %v", err)
 	}
 
+	// A host that registered no underlay address (a one-host cloud) still
+	// plumbs its guests: the VXLAN is recreated with a loopback source and
+	// no remotes, and the bridge and TAPs stay.
+	tapBefore, err := nl.LinkByName(pB.Tap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alone := &state.HostNetworking{HostID: "h1", Networks: []state.HostNetwork{hn.Networks[1]}}
+	if err := h.Reconcile(ctx, alone); err != nil {
+		t.Fatalf("Reconcile without an underlay address: %v", err)
+	}
+	if vx, err := nl.LinkByName(hn.Networks[1].VXLAN); err != nil || !vx.(*netlink.Vxlan).SrcAddr.Equal(net.IPv4(127, 0, 0, 1)) {
+		t.Errorf("vxlan without an underlay address: %+v %v", vx, err)
+	}
+	if tp, err := nl.LinkByName(pB.Tap); err != nil || tp.Attrs().Index != tapBefore.Attrs().Index {
+		t.Errorf("tap %s recreated or gone: %v", pB.Tap, err)
+	}
+	if _, err := nl.LinkByName(hn.Networks[0].Bridge); err == nil {
+		t.Errorf("bridge %s of a network that left the view is still there", hn.Networks[0].Bridge)
+	}
+
 	// The last port gone: nothing of ours is left.
 	if err := h.Reconcile(ctx, &state.HostNetworking{HostID: "h1", UnderlayIP: "198.51.100.1", Networks: []state.HostNetwork{}}); err != nil {
 		t.Fatalf("Reconcile empty: %v", err)
