@@ -64,6 +64,10 @@ type DiskConfig struct {
 type NetConfig struct {
 	// Tap is the host TAP interface name.
 	Tap string `json:"tap"`
+	// Netns, if set, is the network namespace (a path such as
+	// /var/run/netns/NAME) the TAP lives in: vmm opens it there and stays
+	// in its own namespace, as the host agent runs guests' networks in one.
+	Netns string `json:"netns,omitempty"`
 	// MAC is the guest's address (aa:bb:cc:dd:ee:ff); empty picks one.
 	MAC string `json:"mac,omitempty"`
 	// RateLimit throttles each direction on its own: frame bytes and

@@ -78,7 +78,7 @@ func (m *Machine) virtioDevices() (devs []virtioDevice, err error) {
 				return devs, fmt.Errorf("%w: net %d: %v", ErrConfig, i, err)
 			}
 		}
-		d, err := virtionet.New(virtionet.Config{Tap: nc.Tap, MAC: mac, RateLimit: nc.RateLimit})
+		d, err := virtionet.New(virtionet.Config{Tap: nc.Tap, Netns: nc.Netns, MAC: mac, RateLimit: nc.RateLimit})
 		if err != nil {
 			return devs, fmt.Errorf("net %d (tap %s): %w", i, nc.Tap, err)
 		}

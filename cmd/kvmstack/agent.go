@@ -109,6 +109,7 @@ func runAgent(c *cli.Context) error {
 			defer cl.Close()
 		}
 		cfg.Network = n
+		cfg.Netns = netnsPath(c.String("netns"))
 	} else {
 		log.Warn("this build plumbs no host networking: instance TAPs must exist already")
 	}
@@ -120,6 +121,15 @@ func runAgent(c *cli.Context) error {
 	// On SIGTERM the agent returns and its guests keep running: the next
 	// agent on this data directory adopts them.
 	return agent.Run(ctx, cfg)
+}
+
+// netnsPath is the namespace file for a --netns value: a name under
+// /var/run/netns, or a path as given.
+func netnsPath(netns string) string {
+	if netns == "" || strings.ContainsRune(netns, '/') {
+		return netns
+	}
+	return filepath.Join(hostnet.NetnsDir, netns)
 }
 
 func positiveOr(v, d int) int {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"kvmstack/orchestrator/agent"
 	"kvmstack/orchestrator/api"
 	"kvmstack/orchestrator/client"
 	"kvmstack/orchestrator/server"
@@ -63,6 +64,11 @@ func TestAgentCommand(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Setenv("KVMSTACK_PASSWORD", "agent-cli-password")
+	// No --netns: real plumbing would own the kbr-/kvx-/ktp- links of the
+	// test's own namespace; this test is about registration only.
+	saved := newHostNetwork
+	newHostNetwork = func(string, *slog.Logger) (agent.Network, error) { return agent.NoNetwork{}, nil }
+	t.Cleanup(func() { newHostNetwork = saved })
 	app := newApp()
 	app.Writer, app.ErrWriter = io.Discard, io.Discard
 	ctx, cancel := context.WithCancel(context.Background())

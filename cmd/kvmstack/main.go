@@ -39,7 +39,7 @@ func newApp() *cli.App {
 		Commands: []*cli.Command{
 			serverCommand(), loginCommand(), logoutCommand(), tokenCommand(),
 			projectCommand(), userCommand(), roleCommand(), imageCommand(), flavorCommand(),
-			hostCommand(), instanceCommand(), groupCommand(), networkCommand(), agentCommand(),
+			hostCommand(), instanceCommand(), groupCommand(), networkCommand(), agentCommand(), devCommand(),
 		},
 	}
 	for _, c := range app.Commands {

@@ -45,14 +45,14 @@ type netFlags []vmm.NetConfig
 func (n *netFlags) String() string { return fmt.Sprint(len(*n), " nets") }
 
 func (n *netFlags) Set(s string) error {
-	kv, err := parseKV(s, append([]string{"tap", "mac"}, ratelimit.OptionKeys...)...)
+	kv, err := parseKV(s, append([]string{"tap", "mac", "netns"}, ratelimit.OptionKeys...)...)
 	if err != nil {
 		return err
 	}
 	if kv["tap"] == "" {
 		return fmt.Errorf("%q: tap= is required", s)
 	}
-	nc := vmm.NetConfig{Tap: kv["tap"], MAC: kv["mac"]}
+	nc := vmm.NetConfig{Tap: kv["tap"], MAC: kv["mac"], Netns: kv["netns"]}
 	if err := setRateLimit(&nc.RateLimit, kv); err != nil {
 		return fmt.Errorf("%q: %w", s, err)
 	}

@@ -30,6 +30,7 @@ func TestDeviceFlags(t *testing.T) {
 		{"twoDisks", []string{"--disk", "path=" + img + ",readonly=on,id=root", "--disk", "path=" + img},
 			[]vmm.DiskConfig{{Path: img, ReadOnly: true, ID: "root"}, {Path: img}}, nil, false, ""},
 		{"net", []string{"--net", "tap=tap0,mac=52:54:00:12:34:56"}, nil, []vmm.NetConfig{{Tap: "tap0", MAC: "52:54:00:12:34:56"}}, false, ""},
+		{"netNetns", []string{"--net", "tap=ktp-1,netns=/var/run/netns/dev"}, nil, []vmm.NetConfig{{Tap: "ktp-1", Netns: "/var/run/netns/dev"}}, false, ""},
 		{"diskNoPath", []string{"--disk", "readonly=on"}, nil, nil, false, "path= is required"},
 		{"diskUnknownKey", []string{"--disk", "path=" + img + ",cache=none"}, nil, nil, false, "unknown key"},
 		{"diskBadReadonly", []string{"--disk", "path=" + img + ",readonly=maybe"}, nil, nil, false, "on or off"},

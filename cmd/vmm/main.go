@@ -69,7 +69,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	var disks diskFlags
 	var nets netFlags
 	fs.Var(&disks, "disk", "virtio-blk disk: path=PATH[,readonly=on][,id=ID] (repeatable)")
-	fs.Var(&nets, "net", "virtio-net on a TAP: tap=NAME[,mac=MAC] (repeatable)")
+	fs.Var(&nets, "net", "virtio-net on a TAP: tap=NAME[,mac=MAC][,netns=PATH] (repeatable)")
 	fs.BoolVar(&o.cfg.RNG, "rng", false, "virtio-rng device fed by the host's getrandom")
 	configFile := fs.String("config", "", "JSON file with the same settings (kernel, initrd, cmdline, cpus, memory, disks, nets, rng); flags override it")
 	fs.StringVar(&o.apiSocket, "api-socket", "", "serve the control API on this unix socket (mode 0600); without guest flags, wait for the API to configure and start the guest")
@@ -83,7 +83,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if *help {
 		fs.SetOutput(stderr)
 		fmt.Fprintln(stderr, "usage: vmm --kernel PATH [--initrd PATH] [--cmdline STR] [--cpus N] [--memory SIZE] [--serial stdio|file:PATH|none]\n"+
-			"           [--disk path=PATH[,readonly=on][,id=ID][,bw=R][,iops=R]]... [--net tap=NAME[,mac=MAC][,bw=R][,iops=R]]... [--rng]\n"+
+			"           [--disk path=PATH[,readonly=on][,id=ID][,bw=R][,iops=R]]... [--net tap=NAME[,mac=MAC][,netns=PATH][,bw=R][,iops=R]]... [--rng]\n"+
 			"           [--config vm.json] [--api-socket PATH] [--seccomp on|off|log]\n"+
 			"       vmm --api-socket PATH [--serial ...]   (configure and start the guest through the API)\n"+
 			"       vmm --restore DIR [--api-socket PATH] [--serial ...]")

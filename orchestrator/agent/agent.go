@@ -44,6 +44,9 @@ type Config struct {
 	VMMPath string
 	// VMMEnv is added to the environment vmm runs with.
 	VMMEnv []string
+	// Netns is the path of the network namespace the Network plumbs TAPs
+	// in ("" = the agent's own); vmm opens its TAPs there.
+	Netns string
 	// Network plumbs instance networking; nil plumbs nothing (the TAPs
 	// must exist already).
 	Network Network

@@ -279,7 +279,11 @@ func (in *instance) start(ctx context.Context) (*vmmProcess, error) {
 		return nil, err
 	}
 	for _, p := range ports {
-		args = append(args, "--net", "tap="+p.Tap+",mac="+p.MAC)
+		spec := "tap=" + p.Tap + ",mac=" + p.MAC
+		if ns := in.a.cfg.Netns; ns != "" {
+			spec += ",netns=" + ns
+		}
+		args = append(args, "--net", spec)
 	}
 	if cl := rec.Metadata["cmdline"]; cl != "" {
 		args = append(args, "--cmdline", cl)

@@ -52,7 +52,7 @@ func (n *recordingNetwork) plumbed(portID string) bool {
 // TestNetworkPlumbedBeforeStart checks that an instance with NICs starts
 // only after Network has plumbed a view containing its ports, and that
 // its vmm gets one --net per NIC, in order, with the TAP and MAC of the
-// cluster's ports.
+// cluster's ports, in the namespace the agent plumbs.
 func TestNetworkPlumbedBeforeStart(t *testing.T) {
 	c := newCluster(t, 1)
 	ctx := context.Background()
@@ -63,7 +63,7 @@ func TestNetworkPlumbedBeforeStart(t *testing.T) {
 	}
 	netw := &recordingNetwork{}
 	data := t.TempDir()
-	c.startAgent(data, func(cfg *Config) { cfg.Network = netw })
+	c.startAgent(data, func(cfg *Config) { cfg.Network, cfg.Netns = netw, "/var/run/netns/agent-test" })
 	id := c.create("two-nics", api.InstanceRequest{Image: c.disk.ID, Networks: []string{"back", "front"}})
 	c.waitState(id, state.InstanceRunning, nil)
 	ports, err := c.admin.InstancePorts(ctx, id)
@@ -75,7 +75,7 @@ func TestNetworkPlumbedBeforeStart(t *testing.T) {
 		if !netw.plumbed(p.ID) {
 			t.Errorf("port %s not plumbed before the start", p.ID)
 		}
-		want = append(want, "--net\x00tap="+network.TapName(p.ID)+",mac="+p.MAC)
+		want = append(want, "--net\x00tap="+network.TapName(p.ID)+",mac="+p.MAC+",netns=/var/run/netns/agent-test")
 	}
 	pid := readPID(t, filepath.Join(data, "instances", id))
 	cmdline, _ := os.ReadFile("/proc/" + itoa(pid) + "/cmdline")

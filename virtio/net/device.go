@@ -56,6 +56,8 @@ type Backend interface {
 type Config struct {
 	// Tap is the TAP interface to attach to (created if missing).
 	Tap string
+	// Netns is the network namespace (path) the TAP is in; "" is vmm's.
+	Netns string
 	// MAC is the guest's address; nil picks a random locally
 	// administered one.
 	MAC stdnet.HardwareAddr
@@ -100,10 +102,25 @@ type run struct {
 	wg       sync.WaitGroup
 }
 
+// openTap opens the TAP with virtio-net headers, in namespace netns when
+// set (the fd stays bound to that namespace's TAP; vmm's threads stay in
+// their own).
+func openTap(name, netns string) (*netdev.Tap, error) {
+	if netns == "" {
+		return netdev.OpenTap(name, true)
+	}
+	ns, err := netdev.OpenNamespace(netns)
+	if err != nil {
+		return nil, err
+	}
+	defer ns.Close()
+	return ns.OpenTap(name, true)
+}
+
 // New opens the TAP named in cfg with virtio-net headers and returns a
 // device on it.
 func New(cfg Config) (*Device, error) {
-	tap, err := netdev.OpenTap(cfg.Tap, true)
+	tap, err := openTap(cfg.Tap, cfg.Netns)
 	if err != nil {
 		return nil, fmt.Errorf("virtio-net: %w", err)
 	}
