@@ -1,0 +1,112 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"kvmstack/orchestrator/client"
+	"kvmstack/orchestrator/server"
+	"kvmstack/orchestrator/state"
+)
+
+type stepClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *stepClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *stepClock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// TestEvacuateCLI: host a stops heartbeating on the server's (fake) clock,
+// `instance evacuate NAME` moves its instance to b, `host evacuate` of an
+// up host fails with the server's 409.
+func TestEvacuateCLI(t *testing.T) {
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "pw")
+	if err := os.WriteFile(pw, []byte("cli-evacuate-password"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	clock := &stepClock{t: time.Now().UTC()}
+	s, err := server.Start(context.Background(), server.Config{DataDir: filepath.Join(dir, "data"), RaftBind: "127.0.0.1:0", HTTPBind: "127.0.0.1:0",
+		BootstrapPasswordFile: pw, BcryptCost: 4, HostTTL: 30 * time.Second, HostCheckInterval: 20 * time.Millisecond, Clock: clock, RaftTimeoutScale: 1,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), RaftLogOutput: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	admin := client.New(s.HTTPAddr(), "")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err = admin.Login(context.Background(), "admin", "cli-evacuate-password", "admin"); err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("KVMSTACK_CONFIG_DIR", t.TempDir())
+	run := func(args string) (string, error) {
+		t.Helper()
+		app := newApp()
+		var out bytes.Buffer
+		app.Writer, app.ErrWriter = &out, io.Discard
+		err := app.Run(interspersed(app, append([]string{"kvmstack", "--addr", s.HTTPAddr(), "--token", admin.Token}, strings.Fields(args)...)))
+		return out.String(), err
+	}
+	// b is registered after web is placed, so web is on a.
+	for _, cmd := range []string{
+		"flavor create m1 --vcpus 1 --memory 256",
+		"host create a --vcpus 2 --memory 1024",
+		"instance create web --flavor m1 --wait 10s",
+		"host create b --vcpus 2 --memory 1024",
+	} {
+		if _, err := run(cmd); err != nil {
+			t.Fatalf("%s: %v", cmd, err)
+		}
+	}
+	clock.advance(31 * time.Second)
+	if _, err := run("host heartbeat b"); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if h, _ := s.Store().Read(nil).Host("a"); h != nil && h.Down {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("host a not marked down")
+		}
+	}
+	if _, err := run("host evacuate b"); err == nil || !strings.Contains(err.Error(), "409") {
+		t.Fatalf("evacuate an up host: %v", err)
+	}
+	out, err := run("instance evacuate web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := s.Store().Read(nil).Host("b")
+	if !strings.Contains(out, state.InstanceBuilding) || !strings.Contains(out, b.ID) {
+		t.Fatalf("evacuate output:\n%s", out)
+	}
+	out, err = run("-o json host evacuate a")
+	if err != nil || strings.TrimSpace(out) != "[]" {
+		t.Fatalf("evacuating the emptied host: %v %q", err, out)
+	}
+}
