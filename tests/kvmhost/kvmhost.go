@@ -119,6 +119,7 @@ var ErrWedged = errors.New("test host wedged")
 // runner sends a byte to the serial line (an interrupt the host must
 // handle) and gives it wakeGrace to tick again.
 var (
+	keepalive = time.Second
 	bootGrace = 2 * time.Minute
 	silence   = 30 * time.Second
 	wakeGrace = 30 * time.Second
@@ -233,9 +234,25 @@ func (h *Host) Exec(ctx context.Context, args []string, watch func(line string))
 	wedged := make(chan struct{})
 	stopLive := make(chan struct{})
 	defer close(stopLive)
+	nudge := func() { _, _ = stdin.Write([]byte("\r")) }
 	go live.watch(stopLive, func(msg string) { fmt.Fprintln(cfg.Output, "kvmhost: "+msg) },
-		func() { _, _ = stdin.Write([]byte("\r")) },
-		func() { close(wedged); _ = cmd.Cancel() })
+		nudge, func() { close(wedged); _ = cmd.Cancel() })
+	// The keepalive: a byte on the serial line every keepalive interval is
+	// an interrupt the test host must take, which re-arms a timer it lost,
+	// so a lost timer interrupt costs at most that long instead of the
+	// liveness check's half minute (docs/KVM-HOSTS.md).
+	go func() {
+		t := time.NewTicker(keepalive)
+		defer t.Stop()
+		for {
+			select {
+			case <-stopLive:
+				return
+			case <-t.C:
+				nudge()
+			}
+		}
+	}()
 	status := -1
 	sc := bufio.NewScanner(out)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
