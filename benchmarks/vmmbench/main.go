@@ -294,14 +294,15 @@ func rssOverTouched(vmmBin, kernel, initrd string) (rssResult, error) {
 	return rssResult{}, errors.New("guest never reported its memory use")
 }
 
-// mappingRSS is the Rss of the mapping of exactly sizeKB in the process:
-// the guest RAM region.
+// mappingRSS is the Rss of the guest RAM mapping: the smallest mapping of
+// at least sizeKB (the kernel may merge the RAM with a neighbouring
+// anonymous mapping, so an exact size match is not reliable).
 func mappingRSS(pid int, sizeKB uint64) (uint64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
 	if err != nil {
 		return 0, err
 	}
-	inGuest := false
+	var size, best, bestRSS uint64
 	for _, l := range strings.Split(string(b), "\n") {
 		f := strings.Fields(l)
 		if len(f) < 2 {
@@ -309,15 +310,18 @@ func mappingRSS(pid int, sizeKB uint64) (uint64, error) {
 		}
 		switch f[0] {
 		case "Size:":
-			n, _ := strconv.ParseUint(f[1], 10, 64)
-			inGuest = n == sizeKB
+			size, _ = strconv.ParseUint(f[1], 10, 64)
 		case "Rss:":
-			if inGuest {
-				return strconv.ParseUint(f[1], 10, 64)
+			if size >= sizeKB && (best == 0 || size < best) {
+				best = size
+				bestRSS, _ = strconv.ParseUint(f[1], 10, 64)
 			}
 		}
 	}
-	return 0, errors.New("guest RAM mapping not found in smaps")
+	if best == 0 {
+		return 0, fmt.Errorf("no mapping of %d KiB or more in smaps", sizeKB)
+	}
+	return bestRSS, nil
 }
 
 func vmRSS(pid int) (uint64, error) {
