@@ -294,10 +294,10 @@ func (h *Host) Exec(ctx context.Context, args []string, watch func(line string))
 
 // liveness follows a test host's heartbeat.
 type liveness struct {
-	mu      sync.Mutex
-	start   time.Time
-	last    time.Time // zero until the first tick
-	nudged  time.Time // zero unless a nudge is outstanding
+	mu     sync.Mutex
+	start  time.Time
+	last   time.Time // zero until the first tick
+	nudged time.Time // zero unless a nudge is outstanding
 }
 
 func newLiveness(start time.Time) *liveness { return &liveness{start: start} }
