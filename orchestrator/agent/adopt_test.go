@@ -211,21 +211,35 @@ func TestVMMFailsAtStart(t *testing.T) {
 // the fake's echo in the console log.
 func writeConsole(t *testing.T, dir, line string) {
 	t.Helper()
+	if !echoConsole(t, dir, line) {
+		t.Fatalf("timed out waiting for console echo of %s", line)
+	}
+}
+
+// echoConsole writes a line to the console input and reports whether its
+// echo shows up in the console logs within 5 s.
+func echoConsole(t *testing.T, dir, line string) bool {
+	t.Helper()
 	f, err := os.OpenFile(filepath.Join(dir, fileConsoleIn), os.O_WRONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	f.WriteString(line + "\n")
 	f.Close()
-	waitFor(t, "console echo of "+line, 5*time.Second, func() bool {
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
 		// The agent may have rotated the line out already.
 		var all []byte
 		for _, name := range []string{".3", ".2", ".1", ""} {
 			b, _ := os.ReadFile(filepath.Join(dir, fileConsole+name))
 			all = append(all, b...)
 		}
-		return bytes.Contains(all, []byte("input: "+line+"\n"))
-	})
+		if bytes.Contains(all, []byte("input: "+line+"\n")) {
+			return true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return false
 }
 
 // TestConsoleRotation has the guest write more than the console limit and
@@ -240,11 +254,25 @@ func TestConsoleRotation(t *testing.T) {
 	// Write until two rotations happened (how many lines that takes
 	// depends on when the agent's checks fall).
 	deadline := time.Now().Add(15 * time.Second)
+	// Copy-and-truncate rotation can lose what vmm writes in the instant
+	// between the agent's last read and its truncate (docs/AGENT.md), so
+	// a lost echo is counted, not fatal; an echo path that loses most
+	// lines is.
+	lost, lines := 0, 0
 	for i := 0; ; i++ {
-		writeConsole(t, dir, strings.Repeat("x", 400)+itoa(i))
+		lines++
+		if !echoConsole(t, dir, strings.Repeat("x", 400)+itoa(i)) {
+			lost++
+		}
 		if _, err := os.Stat(filepath.Join(dir, fileConsole+".2")); err == nil || time.Now().After(deadline) {
 			break
 		}
+	}
+	if lost > 0 {
+		t.Logf("%d of %d echoed lines lost across rotations", lost, lines)
+	}
+	if lost > lines/2 {
+		t.Errorf("%d of %d console echoes lost", lost, lines)
 	}
 	for _, name := range []string{fileConsole + ".1", fileConsole + ".2"} {
 		if st, err := os.Stat(filepath.Join(dir, name)); err != nil || st.Size() <= 4096 {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -268,13 +269,27 @@ func rotateConsole(path string, max int64, keep int) error {
 	for i := keep - 1; i >= 1; i-- {
 		os.Rename(fmt.Sprintf("%s.%d", path, i), fmt.Sprintf("%s.%d", path, i+1))
 	}
-	data, err := os.ReadFile(path)
+	// Copy and truncate, since vmm keeps the log open in append mode. What
+	// vmm writes between the last read and the truncate is lost; the
+	// second read below narrows that window to one system call.
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(f)
 	if err != nil {
 		return err
 	}
 	if keep >= 1 {
 		if err := os.WriteFile(path+".1", data, 0o600); err != nil {
 			return err
+		}
+	}
+	if more, err := io.ReadAll(f); err == nil && len(more) > 0 && keep >= 1 {
+		if g, err := os.OpenFile(path+".1", os.O_WRONLY|os.O_APPEND, 0o600); err == nil {
+			_, _ = g.Write(more)
+			g.Close()
 		}
 	}
 	return os.Truncate(path, 0)
