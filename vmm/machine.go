@@ -96,23 +96,7 @@ func New(cfg Config, log *slog.Logger) (_ *Machine, err error) {
 			}
 		}
 	}()
-	if m.profile, err = x86.DetectHostProfile(); err != nil {
-		return nil, fmt.Errorf("host profile: %w", err)
-	}
-	path := cfg.KVMPath
-	if path == "" {
-		path = "/dev/kvm"
-	}
-	if m.sys, err = kvm.Open(path); err != nil {
-		return nil, err
-	}
-	if err := m.checkHost(); err != nil {
-		return nil, err
-	}
-	if m.vm, err = m.sys.CreateVM(); err != nil {
-		return nil, err
-	}
-	if err := m.setupVM(); err != nil {
+	if err := m.openVM(); err != nil {
 		return nil, err
 	}
 	if m.mem, err = memory.New(cfg.MemoryBytes); err != nil {
@@ -201,6 +185,30 @@ func (m *Machine) checkHost() error {
 		}
 	}
 	return nil
+}
+
+// openVM detects the host's kind of KVM, opens it, checks it has what vmm
+// needs, and creates and sets up the VM: the first steps of both New and
+// Restore.
+func (m *Machine) openVM() error {
+	var err error
+	if m.profile, err = x86.DetectHostProfile(); err != nil {
+		return fmt.Errorf("host profile: %w", err)
+	}
+	path := m.cfg.KVMPath
+	if path == "" {
+		path = "/dev/kvm"
+	}
+	if m.sys, err = kvm.Open(path); err != nil {
+		return err
+	}
+	if err := m.checkHost(); err != nil {
+		return err
+	}
+	if m.vm, err = m.sys.CreateVM(); err != nil {
+		return err
+	}
+	return m.setupVM()
 }
 
 func (m *Machine) setupVM() error {

@@ -11,7 +11,6 @@ import (
 	"os"
 	"time"
 
-	"kvmstack/vmm/arch/x86"
 	"kvmstack/vmm/kvm"
 	"kvmstack/vmm/memory"
 	"kvmstack/vmm/snapshot"
@@ -90,23 +89,7 @@ func Restore(ctx context.Context, dir string, log *slog.Logger, opts RestoreOpti
 			}
 		}
 	}()
-	if m.profile, err = x86.DetectHostProfile(); err != nil {
-		return nil, fmt.Errorf("host profile: %w", err)
-	}
-	path := cfg.KVMPath
-	if path == "" {
-		path = "/dev/kvm"
-	}
-	if m.sys, err = kvm.Open(path); err != nil {
-		return nil, err
-	}
-	if err := m.checkHost(); err != nil {
-		return nil, err
-	}
-	if m.vm, err = m.sys.CreateVM(); err != nil {
-		return nil, err
-	}
-	if err := m.setupVM(); err != nil {
+	if err := m.openVM(); err != nil {
 		return nil, err
 	}
 	if m.mem, err = mapMemoryFile(snap.MemoryPath(), cfg.MemoryBytes); err != nil {
