@@ -132,20 +132,9 @@ func (w *WriteTxn) evacuate(p Placement, rules PlacementRules, at time.Time) err
 	if !old.Down {
 		return fmt.Errorf("host %s is not down: %w", old.Name, ErrConflict)
 	}
-	h, err := w.host(p.HostID)
+	h, err := w.checkTarget(in, p.HostID, rules, at, true)
 	if err != nil {
 		return err
-	}
-	if !h.Enabled || !h.Up(at, rules.HostTTL) {
-		return fmt.Errorf("host %s is disabled or down: %w", h.Name, ErrNoCapacity)
-	}
-	if !h.Fits(in.Resources()) {
-		return fmt.Errorf("instance %s does not fit on host %s (free %+v): %w", in.ID, h.Name, h.Free(), ErrNoCapacity)
-	}
-	if in.ServerGroupID != "" {
-		if err := w.checkGroup(in, h.ID, true); err != nil {
-			return err
-		}
 	}
 	oc := *old
 	oc.UsedVCPUs -= in.VCPUs

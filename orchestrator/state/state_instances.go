@@ -285,20 +285,9 @@ func (w *WriteTxn) place(p Placement, rules PlacementRules, at time.Time) error 
 		c.moveTo(InstanceError, reason, at)
 		return w.insert(tableInstances, c)
 	}
-	h, err := w.host(p.HostID)
+	h, err := w.checkTarget(in, p.HostID, rules, at, false)
 	if err != nil {
 		return err
-	}
-	if !h.Enabled || !h.Up(at, rules.HostTTL) {
-		return fmt.Errorf("host %s is disabled or down: %w", h.Name, ErrNoCapacity)
-	}
-	if !h.Fits(in.Resources()) {
-		return fmt.Errorf("instance %s does not fit on host %s (free %+v): %w", in.ID, h.Name, h.Free(), ErrNoCapacity)
-	}
-	if in.ServerGroupID != "" {
-		if err := w.checkGroup(in, h.ID, false); err != nil {
-			return err
-		}
 	}
 	hc := *h
 	hc.UsedVCPUs += in.VCPUs
@@ -316,6 +305,28 @@ func (w *WriteTxn) place(p Placement, rules PlacementRules, at time.Time) error 
 // checkGroup enforces in's server-group policy for hostID. evacuating
 // leaves out members that are host-down (they are leaving their host too,
 // or will be when evacuated).
+// checkTarget re-validates a placement (or evacuation) target in the FSM:
+// the host is enabled and up, has room for in, and keeps in's server group
+// rules. It returns the host as stored.
+func (w *WriteTxn) checkTarget(in *Instance, hostID string, rules PlacementRules, at time.Time, evacuating bool) (*Host, error) {
+	h, err := w.host(hostID)
+	if err != nil {
+		return nil, err
+	}
+	if !h.Enabled || !h.Up(at, rules.HostTTL) {
+		return nil, fmt.Errorf("host %s is disabled or down: %w", h.Name, ErrNoCapacity)
+	}
+	if !h.Fits(in.Resources()) {
+		return nil, fmt.Errorf("instance %s does not fit on host %s (free %+v): %w", in.ID, h.Name, h.Free(), ErrNoCapacity)
+	}
+	if in.ServerGroupID != "" {
+		if err := w.checkGroup(in, h.ID, evacuating); err != nil {
+			return nil, err
+		}
+	}
+	return h, nil
+}
+
 func (w *WriteTxn) checkGroup(in *Instance, hostID string, evacuating bool) error {
 	g, err := first[ServerGroup](w.tx, nil, tableGroups, "id", in.ServerGroupID)
 	if err != nil {
