@@ -21,14 +21,27 @@ import (
 // a function running one kvmstack command line against it.
 func cliServer(t *testing.T) (run func(args string) (string, error), admin *client.Client) {
 	t.Helper()
+	run, admin, _ = cliServerWith(t, nil)
+	return run, admin
+}
+
+// cliServerWith is cliServer with the server's configuration adjusted by
+// tune first (a fake clock, a short host TTL), and also returns the server.
+func cliServerWith(t *testing.T, tune func(*server.Config)) (run func(args string) (string, error), admin *client.Client, s *server.Server) {
+	t.Helper()
 	dir := t.TempDir()
 	pw := filepath.Join(dir, "pw")
 	if err := os.WriteFile(pw, []byte("cli-compute-password"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s, err := server.Start(context.Background(), server.Config{DataDir: filepath.Join(dir, "data"), RaftBind: "127.0.0.1:0", HTTPBind: "127.0.0.1:0",
+	cfg := server.Config{DataDir: filepath.Join(dir, "data"), RaftBind: "127.0.0.1:0", HTTPBind: "127.0.0.1:0",
 		BootstrapPasswordFile: pw, BcryptCost: 4, HostTTL: time.Hour, RaftTimeoutScale: 1,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), RaftLogOutput: io.Discard})
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), RaftLogOutput: io.Discard}
+	if tune != nil {
+		tune(&cfg)
+	}
+	var err error
+	s, err = server.Start(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +66,7 @@ func cliServer(t *testing.T) (run func(args string) (string, error), admin *clie
 		argv := append([]string{"kvmstack", "--addr", s.HTTPAddr(), "--token", admin.Token}, strings.Fields(args)...)
 		err := app.Run(interspersed(app, argv))
 		return out.String(), err
-	}, admin
+	}, admin, s
 }
 
 // TestInstanceActionsCLI drives instance create --restart-policy and the

@@ -1,18 +1,11 @@
 package main
 
 import (
-	"bytes"
-	"context"
-	"io"
-	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"kvmstack/orchestrator/client"
 	"kvmstack/orchestrator/server"
 	"kvmstack/orchestrator/state"
 )
@@ -38,39 +31,10 @@ func (c *stepClock) advance(d time.Duration) {
 // `instance evacuate NAME` moves its instance to b, `host evacuate` of an
 // up host fails with the server's 409.
 func TestEvacuateCLI(t *testing.T) {
-	dir := t.TempDir()
-	pw := filepath.Join(dir, "pw")
-	if err := os.WriteFile(pw, []byte("cli-evacuate-password"), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	clock := &stepClock{t: time.Now().UTC()}
-	s, err := server.Start(context.Background(), server.Config{DataDir: filepath.Join(dir, "data"), RaftBind: "127.0.0.1:0", HTTPBind: "127.0.0.1:0",
-		BootstrapPasswordFile: pw, BcryptCost: 4, HostTTL: 30 * time.Second, HostCheckInterval: 20 * time.Millisecond, Clock: clock, RaftTimeoutScale: 1,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), RaftLogOutput: io.Discard})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	admin := client.New(s.HTTPAddr(), "")
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if _, err = admin.Login(context.Background(), "admin", "cli-evacuate-password", "admin"); err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("KVMSTACK_CONFIG_DIR", t.TempDir())
-	run := func(args string) (string, error) {
-		t.Helper()
-		app := newApp()
-		var out bytes.Buffer
-		app.Writer, app.ErrWriter = &out, io.Discard
-		err := app.Run(interspersed(app, append([]string{"kvmstack", "--addr", s.HTTPAddr(), "--token", admin.Token}, strings.Fields(args)...)))
-		return out.String(), err
-	}
+	run, _, s := cliServerWith(t, func(c *server.Config) {
+		c.HostTTL, c.HostCheckInterval, c.Clock = 30*time.Second, 20*time.Millisecond, clock
+	})
 	// b is registered after web is placed, so web is on a.
 	for _, cmd := range []string{
 		"flavor create m1 --vcpus 1 --memory 256",

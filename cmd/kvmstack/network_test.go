@@ -1,57 +1,15 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
-
-	"kvmstack/orchestrator/client"
-	"kvmstack/orchestrator/server"
 )
 
 // TestNetworkCLI drives the network commands and instance create --network
 // against a single in-process server.
 func TestNetworkCLI(t *testing.T) {
-	dir := t.TempDir()
-	pw := filepath.Join(dir, "pw")
-	if err := os.WriteFile(pw, []byte("cli-network-password"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s, err := server.Start(context.Background(), server.Config{DataDir: filepath.Join(dir, "data"), RaftBind: "127.0.0.1:0", HTTPBind: "127.0.0.1:0",
-		BootstrapPasswordFile: pw, BcryptCost: 4, HostTTL: time.Hour, RaftTimeoutScale: 1,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), RaftLogOutput: io.Discard})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	c := client.New(s.HTTPAddr(), "")
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if _, err = c.Login(context.Background(), "admin", "cli-network-password", "admin"); err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("KVMSTACK_CONFIG_DIR", t.TempDir())
-	run := func(args string) (string, error) {
-		t.Helper()
-		app := newApp()
-		var out bytes.Buffer
-		app.Writer, app.ErrWriter = &out, io.Discard
-		argv := append([]string{"kvmstack", "--addr", s.HTTPAddr(), "--token", c.Token}, strings.Fields(args)...)
-		err := app.Run(interspersed(app, argv))
-		return out.String(), err
-	}
+	run, _ := cliServer(t)
 	mustRun := func(args string) string {
 		t.Helper()
 		out, err := run(args)
