@@ -77,9 +77,9 @@ const initScript = `#!/bin/busybox sh
 for m in irqbypass kvm kvm-amd; do
   insmod /kvmhost/$m.ko || { echo "KVMHOST-EXIT=125"; poweroff -f; }
 done
-# Optional modules (TAP devices for the virtio-net tests): present when
-# build.sh extracted them.
-for m in tun; do
+# Optional modules (TAPs for virtio-net; veth, bridges and VXLAN for the
+# agent's networks): present when build.sh extracted them, in load order.
+for m in tun llc stp bridge veth udp_tunnel ip6_udp_tunnel vxlan; do
   [ -f /kvmhost/$m.ko ] && { insmod /kvmhost/$m.ko || echo "kvmhost: insmod $m failed"; }
 done
 ip link set lo up
@@ -103,8 +103,9 @@ poweroff -f
 `
 
 // optionalModules are loaded when build.sh provided them; tests that need
-// them skip without (tun: TAP devices for virtio-net).
-var optionalModules = []string{"tun.ko"}
+// them skip without (tun: TAP devices for virtio-net; the rest: veth pairs,
+// bridges and VXLAN for the agent's networks).
+var optionalModules = []string{"tun.ko", "llc.ko", "stp.ko", "bridge.ko", "veth.ko", "udp_tunnel.ko", "ip6_udp_tunnel.ko", "vxlan.ko"}
 
 var exitLine = regexp.MustCompile(`KVMHOST-EXIT=(\d+)`)
 
