@@ -57,9 +57,9 @@ test-cluster:
 
 ## test-e2e: boots real guests (inside the nested test host when there is no /dev/kvm)
 test-e2e: build
-	@# The full log is build/e2e.log; on failure its tail is shown as well.
+	@# The full log is build/e2e.log; on failure the failed tests' whole output and the log's tail are shown as well.
 	@$(GO) test -count=1 -timeout 40m -v ./tests/e2e/ 2>&1 | tee build/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|kvmhost:|e2e:|\s+\S+_test.go)' ; \
-	rc=$${PIPESTATUS[0]}; if [ $$rc -ne 0 ]; then echo "--- last 80 lines of build/e2e.log:"; tail -n 80 build/e2e.log; fi; exit $$rc
+	rc=$${PIPESTATUS[0]}; if [ $$rc -ne 0 ]; then echo "--- last 40 lines of build/e2e.log:"; tail -n 40 build/e2e.log; awk -f .ci/failures.awk build/e2e.log; fi; exit $$rc
 
 ## fuzz: every fuzz target for FUZZTIME each (their seed corpora already run in make test)
 FUZZTIME ?= 10s
