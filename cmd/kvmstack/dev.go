@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"kvmstack/netdev"
 	"kvmstack/orchestrator/agent"
 	"kvmstack/orchestrator/server"
 )
@@ -152,18 +152,16 @@ func devPassword(file string) (pw string, first bool, err error) {
 }
 
 // ensureNetns makes the named network namespace (under /var/run/netns)
-// with its loopback up, unless it exists.
+// with its loopback up, unless it exists. It needs no iproute2: a test host
+// or a minimal system may have only busybox.
 func ensureNetns(name string) error {
-	if strings.ContainsAny(name, "/ ") || name == "." || name == ".." {
+	if strings.ContainsAny(name, "/ ") {
 		return fmt.Errorf("--netns %q: not a namespace name", name)
 	}
-	if _, err := os.Stat(filepath.Join("/var/run/netns", name)); err == nil {
-		return nil
+	ns, err := netdev.EnsureNamedNamespace(name)
+	if err != nil {
+		return fmt.Errorf("--netns: %w", err)
 	}
-	for _, args := range [][]string{{"netns", "add", name}, {"-n", name, "link", "set", "lo", "up"}} {
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-		}
-	}
-	return nil
+	// The agent's plumbing opens it again by path; the pin keeps it.
+	return ns.Close()
 }

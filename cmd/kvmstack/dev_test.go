@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"kvmstack/netdev"
 	"kvmstack/orchestrator/api"
 	"kvmstack/orchestrator/client"
 )
@@ -83,11 +83,8 @@ func TestDevCloud(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("creates a network namespace: needs root")
 	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skipf("iproute2 missing: %v", err)
-	}
 	netns := fmt.Sprintf("kvmstack-devtest-%d", os.Getpid())
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", netns).Run() })
+	t.Cleanup(func() { netdev.DeleteNamedNamespace(netns) })
 	dir := t.TempDir()
 
 	addr, out, stop := runDevFor(t, dir, netns)
