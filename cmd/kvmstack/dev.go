@@ -20,6 +20,7 @@ import (
 	"kvmstack/netdev"
 	"kvmstack/orchestrator/agent"
 	"kvmstack/orchestrator/server"
+	"kvmstack/orchestrator/state"
 )
 
 // devCommand is the whole cloud in one process on one machine: a
@@ -36,6 +37,9 @@ func devCommand() *cli.Command {
 			&cli.StringFlag{Name: "netns", Usage: `network namespace for bridges, TAPs and guests' traffic (created if missing; "" = this process's own)`, Value: "kvmstack-dev"},
 			&cli.StringFlag{Name: "vmm", Usage: "vmm binary (default: vmm beside this executable, else from PATH)"},
 			&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn or error", Value: "warn"},
+			&cli.IntFlag{Name: "vcpus", Usage: "vCPUs offered (default: the CPUs this process may run on)"},
+			&cli.IntFlag{Name: "memory", Usage: "memory offered in MiB (default: MemTotal)"},
+			&cli.IntFlag{Name: "disk", Usage: "disk offered in GiB (default: the data directory's filesystem size)"},
 		},
 		Action: runDev,
 	}
@@ -104,6 +108,13 @@ func runDev(c *cli.Context) error {
 				cfg.VMMPath = p
 			}
 		}
+	}
+	if c.Int("vcpus") > 0 || c.Int("memory") > 0 || c.Int("disk") > 0 {
+		m, err := agent.MachineCapacity(dir)
+		if err != nil {
+			return err
+		}
+		cfg.Capacity = &state.Resources{VCPUs: positiveOr(c.Int("vcpus"), m.VCPUs), MemoryMB: positiveOr(c.Int("memory"), m.MemoryMB), DiskGB: positiveOr(c.Int("disk"), m.DiskGB)}
 	}
 	if newHostNetwork != nil {
 		n, err := newHostNetwork(netns, log)
