@@ -105,32 +105,41 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-say "starting the cloud: kvmstack dev (server + agent, guests' network in namespace $netns)"
-if [ "$keep" = 1 ]; then
-	setsid "$BIN/kvmstack" dev --data-dir "$data" --http "$addr" --bind "$raft" --netns "$netns" \
-		</dev/null >>"$data/dev.log" 2>&1 &
+devlog=$data/dev.log
+if [ "$keep" = 1 ] && [ -s "$data/admin-password" ] &&
+	kvmstack login --password "$(cat "$data/admin-password")" >/dev/null 2>&1; then
+	# A kept cloud from an earlier run: use it.
+	say "kvmstack dev already runs on $addr (data in $data): using it"
+	pw=$(cat "$data/admin-password")
 else
-	"$BIN/kvmstack" dev --data-dir "$data" --http "$addr" --bind "$raft" --netns "$netns" \
-		</dev/null >"$data/dev.log" 2>&1 &
-fi
-devpid=$!
-start=$(date +%s)
-until grep -q 'kvmstack login' "$data/dev.log" 2>/dev/null; do
-	if ! kill -0 "$devpid" 2>/dev/null; then
-		cat "$data/dev.log"
-		echo "demo: kvmstack dev ended" >&2
-		exit 1
+	say "starting the cloud: kvmstack dev (server + agent, guests' network in namespace $netns)"
+	if [ "$keep" = 1 ]; then
+		: >"$devlog"
+		setsid "$BIN/kvmstack" dev --data-dir "$data" --http "$addr" --bind "$raft" --netns "$netns" \
+			</dev/null >>"$devlog" 2>&1 &
+	else
+		"$BIN/kvmstack" dev --data-dir "$data" --http "$addr" --bind "$raft" --netns "$netns" \
+			</dev/null >"$devlog" 2>&1 &
 	fi
-	[ $(($(date +%s) - start)) -lt 60 ] || {
-		cat "$data/dev.log"
-		echo "demo: kvmstack dev did not start within 60 s" >&2
-		exit 1
-	}
-	sleep 0.2
-done
-sed 's/^/  /' "$data/dev.log"
-pw=$(sed -n 's/.*user admin, password \([^ ]*\) .*/\1/p' "$data/dev.log" | tail -n 1)
-[ -n "$pw" ] || pw=$(cat "$data/admin-password") # not the first start: no password printed
+	devpid=$!
+	start=$(date +%s)
+	until grep -q 'kvmstack login' "$devlog" 2>/dev/null; do
+		if ! kill -0 "$devpid" 2>/dev/null; then
+			cat "$devlog"
+			echo "demo: kvmstack dev ended" >&2
+			exit 1
+		fi
+		[ $(($(date +%s) - start)) -lt 60 ] || {
+			cat "$devlog"
+			echo "demo: kvmstack dev did not start within 60 s" >&2
+			exit 1
+		}
+		sleep 0.2
+	done
+	sed 's/^/  /' "$devlog"
+	pw=$(sed -n 's/.*user admin, password \([^ ]*\) .*/\1/p' "$devlog" | tail -n 1)
+	[ -n "$pw" ] || pw=$(cat "$data/admin-password") # not the first start: no password printed
+fi
 
 say "logging in with the admin password printed on first start"
 run login --user admin --project admin --password "$pw"
@@ -210,7 +219,18 @@ id_b=$(awk '$2 == "demo-b" { print $1 }' "$data/demo-b.txt")
 }
 
 say "waiting for both guests to boot, take a lease and ping each other"
-console() { cat "$data/agent/instances/$1/console.log" 2>/dev/null || true; }
+# console prints an instance's serial console log: through the API where this kvmstack has
+# `instance console`, else from the agent's data directory (same machine).
+if kvmstack instance --help 2>/dev/null | grep -q '^ *console'; then
+	console_cli=1
+	console() {
+		kvmstack instance console "$1" 2>/dev/null ||
+			cat "$data/agent/instances/$1/console.log" 2>/dev/null || true
+	}
+else
+	console_cli=0
+	console() { cat "$data/agent/instances/$1/console.log" 2>/dev/null || true; }
+fi
 start=$(date +%s) shown=
 while :; do
 	done_a=$(console "$id_a" | grep -c 'DEMO PING\|DEMO FAILED' || true)
@@ -237,7 +257,12 @@ done
 sleep 1
 for n in a b; do
 	eval "id=\$id_$n"
-	say "console of demo-$n ($data/agent/instances/$id/console.log)"
+	if [ "$console_cli" = 1 ]; then
+		say "console of demo-$n"
+		printf '$ kvmstack instance console demo-%s\n' "$n"
+	else
+		say "console of demo-$n ($data/agent/instances/$id/console.log)"
+	fi
 	console "$id" | tr -d '\r' | sed "s/^/demo-$n | /"
 done
 run instance list
@@ -253,10 +278,10 @@ fi
 if [ "$keep" = 1 ]; then
 	cat <<EOF
 
-The cloud keeps running (kvmstack dev, pid $devpid, log $data/dev.log):
+The cloud keeps running (kvmstack dev${devpid:+, pid $devpid}, log $devlog):
   export KVMSTACK_ADDR=$addr
   kvmstack instance list
-  kvmstack instance console demo-a     # the guests wait with a shell on their consoles
-  kill $devpid                         # stops the cloud; guests keep running until deleted
+  kvmstack instance console -i demo-a   # the guests wait with a shell on their consoles
+  kvmstack instance delete ID           # guests outlive kvmstack dev until deleted
 EOF
 fi

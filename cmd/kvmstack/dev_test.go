@@ -40,7 +40,7 @@ var devAPI = regexp.MustCompile(`API http://(\S+?),`)
 
 // runDevFor starts `kvmstack dev` and returns its API address and a stop
 // function that ends it the way SIGTERM does and returns its error.
-func runDevFor(t *testing.T, dir, netns string) (string, *lockedBuffer, func() error) {
+func runDevFor(t *testing.T, dir, netns string, extra ...string) (string, *lockedBuffer, func() error) {
 	t.Helper()
 	out := &lockedBuffer{}
 	app := newApp()
@@ -48,8 +48,8 @@ func runDevFor(t *testing.T, dir, netns string) (string, *lockedBuffer, func() e
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- app.RunContext(ctx, []string{"kvmstack", "dev", "--data-dir", dir, "--http", "127.0.0.1:0", "--bind", "127.0.0.1:0",
-			"--netns", netns, "--vmm", "/bin/true", "--log-level", "error"})
+		done <- app.RunContext(ctx, append([]string{"kvmstack", "dev", "--data-dir", dir, "--http", "127.0.0.1:0", "--bind", "127.0.0.1:0",
+			"--netns", netns, "--vmm", "/bin/true", "--log-level", "error"}, extra...))
 	}()
 	deadline := time.Now().Add(30 * time.Second)
 	for !devAPI.MatchString(out.String()) {
@@ -87,7 +87,8 @@ func TestDevCloud(t *testing.T) {
 	t.Cleanup(func() { netdev.DeleteNamedNamespace(netns) })
 	dir := t.TempDir()
 
-	addr, out, stop := runDevFor(t, dir, netns)
+	// The capacity flags override what the agent measures.
+	addr, out, stop := runDevFor(t, dir, netns, "--vcpus", "7", "--memory", "1234")
 	m := regexp.MustCompile(`user admin, password (\S+)`).FindStringSubmatch(out.String())
 	if m == nil {
 		stop()
@@ -96,7 +97,9 @@ func TestDevCloud(t *testing.T) {
 	if _, err := os.Stat(filepath.Join("/var/run/netns", netns)); err != nil {
 		t.Errorf("namespace not created: %v", err)
 	}
-	waitDevHost(t, addr, m[1])
+	if h := waitDevHost(t, addr, m[1]); h.VCPUs != 7 || h.MemoryMB != 1234 {
+		t.Errorf("host capacity %d vCPUs %d MiB, want the flags' 7 and 1234", h.VCPUs, h.MemoryMB)
+	}
 	if err := stop(); err != nil {
 		t.Fatalf("dev: %v\n%s", err, out.String())
 	}
@@ -113,7 +116,7 @@ func TestDevCloud(t *testing.T) {
 }
 
 // waitDevHost logs in as admin and waits for the agent's host.
-func waitDevHost(t *testing.T, addr, password string) {
+func waitDevHost(t *testing.T, addr, password string) api.HostView {
 	t.Helper()
 	cl := client.New(addr, "")
 	deadline := time.Now().Add(30 * time.Second)
@@ -124,7 +127,7 @@ func waitDevHost(t *testing.T, addr, password string) {
 			_, err = cl.Do(context.Background(), http.MethodGet, "/v1/hosts", nil, nil, &hosts)
 		}
 		if err == nil && len(hosts) == 1 && hosts[0].Name == "dev" {
-			return
+			return hosts[0]
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("host dev not registered: %v %+v", err, hosts)
