@@ -92,8 +92,9 @@ func TestAgentKillReadopt(t *testing.T) {
 	if err := c.startAgent(h, nil); err != nil {
 		t.Fatal(err)
 	}
+	adopted := regexp.MustCompile(fmt.Sprintf(`msg="adopted vmm" .*instance=%s pid=%d\b`, g1.id, pid))
 	if err := waitUntil(time.Minute, "the new agent adopting the vmm", func() error {
-		if !strings.Contains(h.agent.tail(200), fmt.Sprintf("adopted vmm instance=%s pid=%d", g1.id, pid)) {
+		if !adopted.MatchString(h.agent.tail(200)) {
 			return errNotYet
 		}
 		return nil
@@ -168,13 +169,13 @@ func TestVMMKilled(t *testing.T) {
 func TestDiskFull(t *testing.T) {
 	c := getCloud(t)
 	ctx := context.Background()
-	img := make([]byte, 3<<20)
+	img := make([]byte, 4<<20)
 	rand.Read(img)
-	imgPath := filepath.Join(c.dir, "disk-3m.raw")
+	imgPath := filepath.Join(c.dir, "disk-4m.raw")
 	if err := os.WriteFile(imgPath, img, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	disk, err := c.uploadFile(ctx, "random-3m", state.ImageDisk, imgPath)
+	disk, err := c.uploadFile(ctx, "random-4m", state.ImageDisk, imgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,8 +184,9 @@ func TestDiskFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.removeHost(t, h)
-	// kit vmlinux (~16.8 MB) + initrd (~2 MB) + the 3 MiB image fit in 24
-	// MiB; a second copy of the image does not.
+	// The kit's vmlinux (16.0 MiB) and initrd (1.9 MiB) leave 6 MiB of
+	// 24: the 4 MiB image fits in the cache, the instance's copy of it
+	// does not.
 	if err := syscall.Mount("tmpfs", h.dataDir, "tmpfs", 0, "size=24m,mode=0700"); err != nil {
 		t.Skipf("tmpfs: %v", err)
 	}
@@ -252,6 +254,9 @@ func (c *cloud) setEnabled(t *testing.T, h *host, on bool) {
 // removeHost ends an extra host: its processes, its registration, its
 // namespace.
 func (c *cloud) removeHost(t *testing.T, h *host) {
+	if t.Failed() && h.agent != nil {
+		t.Logf("---- %s log tail:\n%s", h.agent.name, h.agent.tail(60))
+	}
 	if h.agent != nil {
 		h.agent.kill()
 	}
