@@ -257,13 +257,14 @@ done
 sleep 1
 for n in a b; do
 	eval "id=\$id_$n"
-	if [ "$console_cli" = 1 ]; then
-		say "console of demo-$n"
+	say "console of demo-$n"
+	if [ "$console_cli" = 1 ] && kvmstack instance console "$id" >"$data/console-$n.txt" 2>/dev/null; then
 		printf '$ kvmstack instance console demo-%s\n' "$n"
 	else
-		say "console of demo-$n ($data/agent/instances/$id/console.log)"
+		echo "(from $data/agent/instances/$id/console.log)"
+		cat "$data/agent/instances/$id/console.log" >"$data/console-$n.txt"
 	fi
-	console "$id" | tr -d '\r' | sed "s/^/demo-$n | /"
+	tr -d '\r' <"$data/console-$n.txt" | sed "s/^/demo-$n | /"
 done
 run instance list
 
