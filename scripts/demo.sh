@@ -90,7 +90,14 @@ cleanup() {
 	# cloud deletes them before it stops.
 	if [ -n "$devpid" ]; then
 		for id in ${id_a:-} ${id_b:-}; do kvmstack instance delete "$id" >/dev/null 2>&1 || true; done
-		sleep 2
+		# The agent stops their vmm processes and removes their directories.
+		n=0
+		for id in ${id_a:-} ${id_b:-}; do
+			while [ -d "$data/agent/instances/$id" ] && [ $n -lt 150 ]; do
+				sleep 0.2
+				n=$((n + 1))
+			done
+		done
 	fi
 	stop_cloud
 	if [ "$keep" = 0 ]; then
@@ -242,8 +249,11 @@ while :; do
 	fi
 	[ "$done_a" -gt 0 ] && [ "$done_b" -gt 0 ] && break
 	case $states in *=error*)
-		run instance show "$id_a"
-		run instance show "$id_b"
+		for n in a b; do
+			eval "id=\$id_$n"
+			echo "demo-$n's history:"
+			kvmstack instance show "$id" -o json | sed -n 's/^ *"reason": "\(.*\)",\{0,1\}$/  \1/p'
+		done
 		echo "demo: an instance failed" >&2
 		exit 1
 		;;
