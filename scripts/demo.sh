@@ -44,7 +44,11 @@ if [ ! -c /dev/kvm ] && [ -z "${KVMSTACK_IN_KVMHOST:-}" ]; then
 	exec "$BIN/kvmhost-run" --file "$BIN/kvmstack" --file "$BIN/vmm" --file "$KIT/vmlinux" \
 		--file "$KIT/initrd.img" --file "$top/scripts/demo.sh" -- /bin/sh "$top/scripts/demo.sh"
 fi
-[ -n "${KVMSTACK_IN_KVMHOST:-}" ] && keep=0
+if [ -n "${KVMSTACK_IN_KVMHOST:-}" ]; then
+	keep=0
+	# The runner's keepalive bytes on the test host's serial line would echo back as blank lines.
+	stty -F /dev/ttyS0 -echo 2>/dev/null || true
+fi
 
 # A kept cloud is the user's `kvmstack dev` (default ports, data directory and namespace); a
 # throw-away one uses ports and a namespace of its own, so that it never meets a running one.

@@ -19,6 +19,7 @@ import (
 
 	"kvmstack/netdev"
 	"kvmstack/orchestrator/agent"
+	"kvmstack/orchestrator/client"
 	"kvmstack/orchestrator/server"
 	"kvmstack/orchestrator/state"
 )
@@ -89,6 +90,11 @@ func runDev(c *cli.Context) error {
 		return err
 	}
 	defer srv.Close()
+	// The admin is created once the server has become leader, after Start
+	// returns: announce the cloud only when the password works.
+	if err := devWaitLogin(ctx, srv.HTTPAddr(), pw, time.Minute); err != nil {
+		return err
+	}
 	w := c.App.Writer
 	fmt.Fprintf(w, "kvmstack dev: API http://%s, data in %s", srv.HTTPAddr(), dir)
 	if netns != "" {
@@ -136,6 +142,26 @@ func runDev(c *cli.Context) error {
 		return fmt.Errorf("agent: %w", err)
 	}
 	return nil
+}
+
+// devWaitLogin waits until admin can log in with pw.
+func devWaitLogin(ctx context.Context, addr, pw string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	cl := client.New(addr, "")
+	for {
+		_, err := cl.Login(ctx, "admin", pw, "admin")
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("admin cannot log in %s after the start: %w", timeout, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // devPassword reads the admin password of this dev cloud, making one on the

@@ -94,6 +94,11 @@ func TestDevCloud(t *testing.T) {
 		stop()
 		t.Fatalf("no admin password printed on first start:\n%s", out.String())
 	}
+	// Once announced, the password works at once (no retry).
+	if _, err := client.New(addr, "").Login(context.Background(), "admin", m[1], "admin"); err != nil {
+		stop()
+		t.Fatalf("login right after the start: %v", err)
+	}
 	if _, err := os.Stat(filepath.Join("/var/run/netns", netns)); err != nil {
 		t.Errorf("namespace not created: %v", err)
 	}
