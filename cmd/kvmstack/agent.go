@@ -43,6 +43,8 @@ func agentCommand() *cli.Command {
 			&cli.IntFlag{Name: "disk", Usage: "disk offered in GiB (default: the data directory's filesystem size)"},
 			&cli.Int64Flag{Name: "console-max-bytes", Usage: "rotate a serial console log past this size", Value: 1 << 20},
 			&cli.IntFlag{Name: "console-files", Usage: "rotated console logs kept per instance", Value: 3},
+			&cli.StringFlag{Name: "console-listen", Usage: "serve instance consoles to the cluster's servers here (signed requests only; \"\" serves none)", Value: ":8482"},
+			&cli.StringFlag{Name: "console-addr", Usage: "console address servers dial (default: the listen address, else --underlay-ip, else this machine's first private IPv4, with the listen port)"},
 			&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn or error", Value: "info"},
 		},
 		Action: runAgent,
@@ -72,7 +74,7 @@ func runAgent(c *cli.Context) error {
 	}
 	cfg := agent.Config{Servers: servers, DataDir: c.String("data-dir"), HostName: c.String("host-name"),
 		UnderlayIP: c.String("underlay-ip"), VMMPath: c.String("vmm"), ConsoleMaxBytes: c.Int64("console-max-bytes"),
-		ConsoleFiles: c.Int("console-files"), Logger: log}
+		ConsoleFiles: c.Int("console-files"), ConsoleListen: c.String("console-listen"), ConsoleAddr: c.String("console-addr"), Logger: log}
 	if u := c.String("user"); u != "" {
 		cfg.User, cfg.Password, cfg.Project = u, os.Getenv("KVMSTACK_PASSWORD"), "admin"
 		if cfg.Password == "" {

@@ -75,7 +75,8 @@ func TestAgentCommand(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- app.RunContext(ctx, []string{"kvmstack", "agent", "--servers", "127.0.0.1:1," + srv.HTTPAddr(), "--data-dir", t.TempDir(),
-			"--user", "admin", "--vmm", "/bin/true", "--host-name", "cli-host", "--underlay-ip", "192.0.2.7", "--vcpus", "3", "--log-level", "error"})
+			"--user", "admin", "--vmm", "/bin/true", "--host-name", "cli-host", "--underlay-ip", "192.0.2.7", "--vcpus", "3", "--log-level", "error",
+			"--console-listen", "127.0.0.1:0"})
 	}()
 	var hosts []api.HostView
 	for {
@@ -90,7 +91,8 @@ func TestAgentCommand(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if h := hosts[0]; h.Name != "cli-host" || h.UnderlayIP != "192.0.2.7" || h.VCPUs != 3 || h.MemoryMB < 64 {
+	if h := hosts[0]; h.Name != "cli-host" || h.UnderlayIP != "192.0.2.7" || h.VCPUs != 3 || h.MemoryMB < 64 ||
+		!strings.HasPrefix(h.ConsoleAddr, "127.0.0.1:") || h.ConsoleAddr == "127.0.0.1:0" {
 		t.Errorf("registered %+v", h.Host)
 	}
 	cancel()

@@ -166,7 +166,7 @@ func instanceCommand() *cli.Command {
 				}
 				return printResult(c, out)
 			}})
-	cmds = append(cmds, instanceEvacuateCommand())
+	cmds = append(cmds, instanceEvacuateCommand(), instanceConsoleCommand())
 	cmds = append(cmds, instanceActionCommands()...)
 	return &cli.Command{Name: "instance", Usage: "manage instances", Subcommands: cmds}
 }

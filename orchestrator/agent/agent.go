@@ -73,6 +73,12 @@ type Config struct {
 	ConsoleMaxBytes int64
 	ConsoleFiles    int
 	RotateInterval  time.Duration
+	// ConsoleListen is where the console endpoint (console.go) listens
+	// for the servers' signed requests ("" serves none); ConsoleAddr is
+	// the address registered for servers to dial (default: derived from
+	// the listener, see advertisedAddr).
+	ConsoleListen string
+	ConsoleAddr   string
 	// Logger receives the agent's log (default slog.Default).
 	Logger *slog.Logger
 }
@@ -147,6 +153,9 @@ type hostAgent struct {
 	seenView   *state.HostNetworking
 	netErr     error
 	netChanged chan struct{}
+
+	// console is the console endpoint registration advertises (nil: none).
+	console *consoleEndpoint
 }
 
 // Run registers the host and runs the agent until ctx ends. It returns nil
@@ -165,6 +174,12 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	// The console endpoint listens first: registration advertises it.
+	stopConsole, err := a.startConsole(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopConsole()
 	if err := a.register(ctx); err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -321,6 +336,9 @@ func (a *hostAgent) register(ctx context.Context) error {
 		capa = &m
 	}
 	req := api.HostRequest{Name: a.cfg.HostName, UnderlayIP: a.cfg.UnderlayIP, VCPUs: capa.VCPUs, MemoryMB: capa.MemoryMB, DiskGB: capa.DiskGB}
+	if a.console != nil {
+		req.ConsoleAddr, req.ConsoleKey = a.console.addr, a.console.key
+	}
 	for delay := 200 * time.Millisecond; ; delay = min(2*delay, 5*time.Second) {
 		var hv api.HostView
 		_, err := a.call(ctx, http.MethodPost, "/v1/hosts", nil, req, &hv)

@@ -108,13 +108,17 @@ type HostRequest struct {
 	Name    string `json:"name"`
 	Address string `json:"address,omitempty"`
 	// UnderlayIP is where other hosts send this host's VXLAN traffic.
-	UnderlayIP string  `json:"underlay_ip,omitempty"`
-	VCPUs      int     `json:"vcpus"`
-	MemoryMB   int     `json:"memory_mb"`
-	DiskGB     int     `json:"disk_gb"`
-	CPURatio   float64 `json:"cpu_allocation_ratio,omitempty"`
-	RAMRatio   float64 `json:"ram_allocation_ratio,omitempty"`
-	DiskRatio  float64 `json:"disk_allocation_ratio,omitempty"`
+	UnderlayIP string `json:"underlay_ip,omitempty"`
+	// ConsoleAddr and ConsoleKey: where the host's agent serves consoles
+	// and the key servers sign those requests with (docs/AGENT.md).
+	ConsoleAddr string  `json:"console_addr,omitempty"`
+	ConsoleKey  string  `json:"console_key,omitempty"`
+	VCPUs       int     `json:"vcpus"`
+	MemoryMB    int     `json:"memory_mb"`
+	DiskGB      int     `json:"disk_gb"`
+	CPURatio    float64 `json:"cpu_allocation_ratio,omitempty"`
+	RAMRatio    float64 `json:"ram_allocation_ratio,omitempty"`
+	DiskRatio   float64 `json:"disk_allocation_ratio,omitempty"`
 }
 
 // HostView is a host with its computed up/down status.
@@ -122,6 +126,9 @@ type HostView struct {
 	*state.Host
 	Status string          `json:"status"`
 	Free   state.Resources `json:"free"`
+	// ConsoleKey shadows the host's: an empty field that is never
+	// written, so the key stays between the agent and the servers.
+	ConsoleKey string `json:"console_key,omitempty"`
 }
 
 func (s *Server) hostView(h *state.Host) HostView {
@@ -137,7 +144,8 @@ func (s *Server) registerHost(w http.ResponseWriter, r *http.Request, _ *identit
 	if err := decode(r, &req); err != nil {
 		return err
 	}
-	h := state.Host{ID: identity.NewID(), Name: req.Name, Address: req.Address, UnderlayIP: req.UnderlayIP, VCPUs: req.VCPUs, MemoryMB: req.MemoryMB, DiskGB: req.DiskGB,
+	h := state.Host{ID: identity.NewID(), Name: req.Name, Address: req.Address, UnderlayIP: req.UnderlayIP,
+		ConsoleAddr: req.ConsoleAddr, ConsoleKey: req.ConsoleKey, VCPUs: req.VCPUs, MemoryMB: req.MemoryMB, DiskGB: req.DiskGB,
 		CPURatio: orDefault(req.CPURatio, state.DefaultCPURatio), RAMRatio: orDefault(req.RAMRatio, state.DefaultRAMRatio),
 		DiskRatio: orDefault(req.DiskRatio, state.DefaultDiskRatio)}
 	res, err := s.apply(r, w, &fsm.HostRegister{Header: s.hdr(), Host: h})

@@ -57,6 +57,10 @@ func (s *Server) routes() {
 	s.handle("POST /v1/instances/{id}/evacuate", "host:update", 0, s.evacuateInstance)
 
 	s.handle("GET /v1/instances/{id}/ports", "instance:list", 0, s.listInstancePorts)
+	// Console streams are proxied to the instance's host by whichever
+	// server receives them: nothing is replicated.
+	s.handle("GET /v1/instances/{id}/console", "instance:console", local, s.consoleOutput)
+	s.handle("POST /v1/instances/{id}/console", "instance:console", local, s.consoleInput)
 
 	s.handle("GET /v1/networks", "network:list", 0, s.listNetworks)
 	s.handle("POST /v1/networks", "network:create", 0, s.createNetwork)

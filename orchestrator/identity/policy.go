@@ -85,6 +85,9 @@ var Policy = map[Action]Rule{
 	"instance:action":    {ProjectScope, "member"},
 	"instance:list":      {ProjectScope, "reader"},
 	"instance:set-state": {SystemScope, "admin"},
+	// The serial console is the guest's keyboard: reading its log and
+	// typing into it are a member's, as with Nova's console output.
+	"instance:console": {ProjectScope, "member"},
 
 	"network:create": {ProjectScope, "member"},
 	"network:delete": {ProjectScope, "member"},

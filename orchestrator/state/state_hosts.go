@@ -2,7 +2,10 @@ package state
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
+	"strconv"
+	"strings"
 	"time"
 
 	memdb "github.com/hashicorp/go-memdb"
@@ -25,14 +28,20 @@ type Host struct {
 	Name    string `json:"name"`
 	Address string `json:"address,omitempty"`
 	// UnderlayIP is the address other hosts send this host's VXLAN traffic to.
-	UnderlayIP string  `json:"underlay_ip,omitempty"`
-	VCPUs      int     `json:"vcpus"`
-	MemoryMB   int     `json:"memory_mb"`
-	DiskGB     int     `json:"disk_gb"`
-	CPURatio   float64 `json:"cpu_allocation_ratio"`
-	RAMRatio   float64 `json:"ram_allocation_ratio"`
-	DiskRatio  float64 `json:"disk_allocation_ratio"`
-	Enabled    bool    `json:"enabled"`
+	UnderlayIP string `json:"underlay_ip,omitempty"`
+	// ConsoleAddr is where the host's agent serves instance consoles
+	// (host:port) to the servers, which sign each request with ConsoleKey
+	// (64 hex digits, made by the agent; the API never shows it). Both are
+	// empty for agents that serve no console.
+	ConsoleAddr string  `json:"console_addr,omitempty"`
+	ConsoleKey  string  `json:"console_key,omitempty"`
+	VCPUs       int     `json:"vcpus"`
+	MemoryMB    int     `json:"memory_mb"`
+	DiskGB      int     `json:"disk_gb"`
+	CPURatio    float64 `json:"cpu_allocation_ratio"`
+	RAMRatio    float64 `json:"ram_allocation_ratio"`
+	DiskRatio   float64 `json:"disk_allocation_ratio"`
+	Enabled     bool    `json:"enabled"`
 	// Down is set by the leader's failure detector (MarkHostDown) once the
 	// host missed heartbeats for longer than the TTL, and cleared by its
 	// next heartbeat or registration. It is replicated so that every
@@ -112,6 +121,9 @@ func (w *WriteTxn) RegisterHost(h *Host, now time.Time) (*Host, error) {
 			return nil, fmt.Errorf("host %q: underlay_ip %q is not a unicast IP address: %w", h.Name, h.UnderlayIP, ErrInvalid)
 		}
 		c.UnderlayIP = a.Unmap().String()
+	}
+	if err := checkConsole(&c); err != nil {
+		return nil, err
 	}
 	c.LastHeartbeat = fixedTime(now)
 	old, err := first[Host](w.tx, nil, tableHosts, "name", h.Name)
@@ -217,3 +229,20 @@ func (r *ReadTxn) Host(idOrName string) (*Host, error) {
 
 // Hosts lists all hosts.
 func (r *ReadTxn) Hosts() ([]*Host, error) { return all[Host](r.tx, r.ws, tableHosts, "id") }
+
+// checkConsole validates a registration's console endpoint: an address
+// the servers can dial (host:port) and the key they sign with, both or
+// neither.
+func checkConsole(h *Host) error {
+	if h.ConsoleAddr == "" && h.ConsoleKey == "" {
+		return nil
+	}
+	host, port, err := net.SplitHostPort(h.ConsoleAddr)
+	if n, perr := strconv.ParseUint(port, 10, 16); err != nil || host == "" || perr != nil || n == 0 || strings.ContainsAny(host, "/?#@ ") {
+		return fmt.Errorf("host %q: console_addr %q is not HOST:PORT: %w", h.Name, h.ConsoleAddr, ErrInvalid)
+	}
+	if len(h.ConsoleKey) != 64 || strings.Trim(h.ConsoleKey, "0123456789abcdef") != "" {
+		return fmt.Errorf("host %q: console_key must be 64 lower-case hex digits: %w", h.Name, ErrInvalid)
+	}
+	return nil
+}
