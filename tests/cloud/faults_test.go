@@ -60,7 +60,8 @@ func (c *cloud) cleanup(t *testing.T, netID string, guests ...*guest) {
 // TestAgentKillReadopt kills an agent with SIGKILL while its guest runs:
 // the guest keeps running and serving (console, network), and the agent
 // started again adopts the same vmm without a reboot and drives it (a
-// pause and a resume through the adopted vmm's API).
+// pause and a resume through the adopted vmm's API); the adopted vmm's
+// death is reported too.
 func TestAgentKillReadopt(t *testing.T) {
 	c := getCloud(t)
 	start := time.Now()
@@ -124,8 +125,19 @@ func TestAgentKillReadopt(t *testing.T) {
 		t.Errorf("the guest booted %d times", n)
 	}
 	g1.answers(t, "after-readoption")
+	// The new agent runs the host's DHCP server again.
+	g1.renewLease(t)
 	if !g1.pingUntil(t, g2.ip, 2) {
 		t.Fatal("the adopted guest cannot ping its peer after pause and resume")
+	}
+	// The adopted vmm is not the new agent's child: its death is still
+	// seen (through its pidfd) and reported.
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	in := g1.waitState(t, state.InstanceError, time.Minute, nil)
+	if r, want := lastReason(in), fmt.Sprintf("vmm pid %d exited: ", pid); !strings.Contains(r, want) {
+		t.Errorf("reason %q, want it to say %q", r, want)
 	}
 	c.cleanup(t, n.ID, g1, g2)
 	t.Logf("done after %v", time.Since(start).Round(100*time.Millisecond))
@@ -353,11 +365,17 @@ func TestHostDownEvacuate(t *testing.T) {
 	if err := c.waitHostsUp(len(c.hosts)); err != nil {
 		t.Fatal(err)
 	}
-	if err := waitUntil(time.Minute, "the old instance directory removed", func() error {
+	// Nothing runs there any more: its agent removes the old instance's
+	// directory, TAP, bridge and VXLAN.
+	if err := waitUntil(time.Minute, vh.name+" cleared", func() error {
 		if _, err := os.Stat(oldDir); err == nil {
 			return fmt.Errorf("%s still there", oldDir)
 		}
-		return nil
+		left, err := leftOn(vh)
+		if err == nil && len(left) > 0 {
+			err = fmt.Errorf("left behind: %s", strings.Join(left, ", "))
+		}
+		return err
 	}); err != nil {
 		t.Fatal(err)
 	}

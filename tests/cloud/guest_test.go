@@ -20,14 +20,16 @@ import (
 // guestScript is what every guest runs (kit.run): bring eth0 up, lease its
 // address from the host's DHCP server with busybox udhcpc (the script it
 // calls sets the address and prints it), then read commands from the
-// serial console and run them. `p IP` pings IP and prints the outcome; the
+// serial console and run them. `p IP` pings IP and prints the outcome, `d`
+// asks for the lease again, `a TOKEN` prints TOKEN; the
 // test sends those through the agent's console FIFO once it knows whom to
 // ping. The tty echoes what is sent, so every result line is printed with a
 // prefix that no command sent contains.
 const guestScript = `ip link set eth0 up
 printf '#!/bin/sh\n[ "$1" = bound ] || exit 0\nip addr add $ip/$mask dev $interface\necho "GUEST ADDR $ip"\n' >/tmp/dhcp
 chmod +x /tmp/dhcp
-udhcpc -i eth0 -f -q -n -t 60 -T 1 -s /tmp/dhcp || echo "GUEST DHCP FAILED"
+d() { udhcpc -i eth0 -f -q -n -t 60 -T 1 -s /tmp/dhcp || echo "GUEST DHCP FAILED"; }
+d
 p() { if ping -c 3 -w 6 $1 >/dev/null 2>&1; then echo "GUEST PING $1 ok"; else echo "GUEST PING $1 fail"; fi; }
 a() { echo "GUEST ALIVE $1"; }
 while read -r l; do eval "$l"; done
@@ -159,15 +161,38 @@ func (g *guest) send(t *testing.T, line string) {
 	}
 }
 
-var addrLine = regexp.MustCompile(`GUEST ADDR (\S+)`)
+var leaseLine = regexp.MustCompile(`GUEST (ADDR (\S+)|DHCP FAILED)`)
 
 // waitAddress waits for the guest's DHCP lease and checks it is its
 // port's address.
 func (g *guest) waitAddress(t *testing.T, timeout time.Duration) {
 	t.Helper()
-	m := g.waitConsole(t, regexp.MustCompile(`GUEST (ADDR (\S+)|DHCP FAILED)`), timeout)
+	m := g.waitConsole(t, leaseLine, timeout)
 	if m[2] != g.ip {
 		t.Fatalf("%s: DHCP gave %q, its port has %s\nconsole:\n%s", g.name, m[2], g.ip, tail(g.console(t), 30))
+	}
+}
+
+// renewLease has the running guest ask for its lease again and checks the
+// answer: its host's DHCP server serves now.
+func (g *guest) renewLease(t *testing.T) {
+	t.Helper()
+	before := len(leaseLine.FindAllString(g.console(t), -1))
+	g.send(t, "d")
+	var m []string
+	err := waitUntil(90*time.Second, g.name+" leasing again", func() error {
+		all := leaseLine.FindAllStringSubmatch(g.console(t), -1)
+		if len(all) <= before {
+			return errNotYet
+		}
+		m = all[before]
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("%v\nconsole:\n%s", err, tail(g.console(t), 30))
+	}
+	if m[2] != g.ip {
+		t.Fatalf("%s: DHCP gave %q on renewal, its port has %s", g.name, m[2], g.ip)
 	}
 }
 

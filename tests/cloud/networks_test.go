@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+
 	"kvmstack/orchestrator/api"
 	"kvmstack/orchestrator/network"
 	"kvmstack/orchestrator/state"
@@ -111,39 +113,65 @@ func TestMultiHostNetworks(t *testing.T) {
 	t.Logf("everything gone after %v", time.Since(start).Round(100*time.Millisecond))
 }
 
-// checkClean reports what is left on the hosts: links the agents own, vmm
-// processes, instance directories.
+// checkClean reports what is left on the hosts (leftOn) and in the test's
+// own namespace.
 func (c *cloud) checkClean() error {
 	var left []string
 	for _, h := range c.hosts {
-		links, err := h.ns.Netlink().LinkList()
+		l, err := leftOn(h)
 		if err != nil {
 			return err
 		}
-		for _, l := range links {
-			name := l.Attrs().Name
-			for _, p := range []string{network.BridgePrefix, network.VXLANPrefix, network.TapPrefix} {
-				if strings.HasPrefix(name, p) {
-					left = append(left, h.name+": link "+name)
-				}
+		left = append(left, l...)
+	}
+	// Nothing of the hosts' networks may show up in the test's own
+	// namespace.
+	own, err := netlink.LinkList()
+	if err != nil {
+		return err
+	}
+	for _, l := range own {
+		name := l.Attrs().Name
+		for _, p := range []string{network.BridgePrefix, network.VXLANPrefix, network.TapPrefix, underlayBridge, "u-host"} {
+			if strings.HasPrefix(name, p) {
+				left = append(left, "the test's namespace: link "+name)
 			}
-		}
-		pids, err := namespacePIDs(h)
-		if err != nil {
-			return err
-		}
-		for _, pid := range pids {
-			if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); filepath.Base(exe) == "vmm" {
-				left = append(left, fmt.Sprintf("%s: vmm pid %d", h.name, pid))
-			}
-		}
-		dirs, _ := os.ReadDir(filepath.Join(h.dataDir, "instances"))
-		for _, d := range dirs {
-			left = append(left, h.name+": instance directory "+d.Name())
 		}
 	}
 	if len(left) > 0 {
 		return fmt.Errorf("left behind: %s", strings.Join(left, ", "))
 	}
 	return nil
+}
+
+// leftOn lists what of its instances is left on a host: links its agent
+// owns, vmm processes, instance directories.
+func leftOn(h *host) ([]string, error) {
+	var left []string
+	links, err := h.ns.Netlink().LinkList()
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range links {
+		name := l.Attrs().Name
+		for _, p := range []string{network.BridgePrefix, network.VXLANPrefix, network.TapPrefix} {
+			if strings.HasPrefix(name, p) {
+				left = append(left, h.name+": link "+name)
+			}
+		}
+	}
+	pids, err := namespacePIDs(h)
+	if err != nil {
+		return nil, err
+	}
+	for _, pid := range pids {
+		if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); filepath.Base(exe) == "vmm" {
+			left = append(left, fmt.Sprintf("%s: vmm pid %d", h.name, pid))
+		}
+	}
+	dirs, _ := os.ReadDir(filepath.Join(h.dataDir, "instances"))
+	for _, d := range dirs {
+		left = append(left, h.name+": instance directory "+d.Name())
+	}
+	return left, nil
 }
