@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -449,7 +450,7 @@ func FuzzConsoleRequest(f *testing.F) {
 	os.WriteFile(filepath.Join(instDir, "i1", fileConsole), []byte("guest"), 0o600)
 	os.WriteFile(filepath.Join(root, fileConsole), []byte("SECRET"), 0o600)
 	svc := &consoleService{instDir: instDir, keep: 3, poll: time.Millisecond, verify: v, known: func(string) bool { return false },
-		log: testLogger(&testing.T{})}
+		log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	h := svc.handler()
 	cancelled, cancel := context.WithCancel(context.Background())
 	cancel()
