@@ -38,6 +38,7 @@ func devCommand() *cli.Command {
 			&cli.StringFlag{Name: "netns", Usage: `network namespace for bridges, TAPs and guests' traffic (created if missing; "" = this process's own)`, Value: "kvmstack-dev"},
 			&cli.StringFlag{Name: "vmm", Usage: "vmm binary (default: vmm beside this executable, else from PATH)"},
 			&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn or error", Value: "warn"},
+			&cli.StringFlag{Name: "console-listen", Usage: "where the agent serves instance consoles to the server (kvmstack instance console)", Value: "127.0.0.1:0"},
 			&cli.IntFlag{Name: "vcpus", Usage: "vCPUs offered (default: the CPUs this process may run on)"},
 			&cli.IntFlag{Name: "memory", Usage: "memory offered in MiB (default: MemTotal)"},
 			&cli.IntFlag{Name: "disk", Usage: "disk offered in GiB (default: the data directory's filesystem size)"},
@@ -107,7 +108,8 @@ func runDev(c *cli.Context) error {
 	fmt.Fprintf(w, "  export KVMSTACK_ADDR=%s; kvmstack login --user admin --project admin\n", srv.HTTPAddr())
 
 	cfg := agent.Config{Servers: []string{srv.HTTPAddr()}, User: "admin", Password: pw, Project: "admin",
-		DataDir: filepath.Join(dir, "agent"), HostName: "dev", UnderlayIP: "127.0.0.1", VMMPath: c.String("vmm"), Logger: log}
+		DataDir: filepath.Join(dir, "agent"), HostName: "dev", UnderlayIP: "127.0.0.1", VMMPath: c.String("vmm"),
+		ConsoleListen: c.String("console-listen"), Logger: log}
 	if cfg.VMMPath == "" {
 		if exe, err := os.Executable(); err == nil {
 			if p := filepath.Join(filepath.Dir(exe), "vmm"); isExecutable(p) {

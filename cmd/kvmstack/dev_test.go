@@ -104,6 +104,8 @@ func TestDevCloud(t *testing.T) {
 	}
 	if h := waitDevHost(t, addr, m[1]); h.VCPUs != 7 || h.MemoryMB != 1234 {
 		t.Errorf("host capacity %d vCPUs %d MiB, want the flags' 7 and 1234", h.VCPUs, h.MemoryMB)
+	} else if !strings.HasPrefix(h.ConsoleAddr, "127.0.0.1:") {
+		t.Errorf("console endpoint %q, want one on the loopback", h.ConsoleAddr)
 	}
 	if err := stop(); err != nil {
 		t.Fatalf("dev: %v\n%s", err, out.String())
