@@ -111,6 +111,20 @@ func (l *consoleLog) size() int64 {
 
 // sendFrom writes the retained log from offset start to its current end.
 func (l *consoleLog) sendFrom(start int64, w io.Writer) error {
+	// Note where start falls in console.log, and the bytes before it,
+	// before the copies are sent: that may take a while, and a rotation
+	// meanwhile is caught up with like one between two polls.
+	if l.cur != nil {
+		l.pos = start
+		for _, p := range l.old {
+			l.pos -= p.size
+		}
+		l.pos = max(l.pos, 0)
+		l.last = make([]byte, min(l.pos, lastLen))
+		if _, err := l.cur.ReadAt(l.last, l.pos-int64(len(l.last))); err != nil {
+			l.last = nil
+		}
+	}
 	for _, p := range l.old {
 		if start >= p.size {
 			start -= p.size
@@ -125,27 +139,23 @@ func (l *consoleLog) sendFrom(start int64, w io.Writer) error {
 		p.f.Close()
 	}
 	l.old = nil
-	if l.cur == nil {
-		return nil
-	}
-	if st, err := l.cur.Stat(); err == nil {
-		// The log may have been truncated since it was measured.
-		start = min(start, st.Size())
-	}
-	l.pos = start
-	l.last = make([]byte, min(start, lastLen))
-	if _, err := l.cur.ReadAt(l.last, start-int64(len(l.last))); err != nil {
-		l.last = nil
-	}
-	return l.sendCur(w)
+	_, err := l.poll(w)
+	return err
 }
 
-// sendCur writes console.log from pos to its end.
+// sendCur writes console.log from pos to its end. A chunk is sent only if,
+// after it was read, the log still holds the bytes sent before it: a
+// rotation that truncated the log before the read would otherwise pass off
+// the regrown log's bytes as the old one's. Such a chunk is dropped, and
+// the next poll catches up from the copy.
 func (l *consoleLog) sendCur(w io.Writer) error {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := l.cur.ReadAt(buf, l.pos)
 		if n > 0 {
+			if !holdsBytes(l.cur, l.pos, l.last) {
+				return nil
+			}
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				return werr
 			}
