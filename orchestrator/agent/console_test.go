@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -550,5 +551,50 @@ func TestConsoleThroughServer(t *testing.T) {
 	var ae *client.APIError
 	if !errors.As(err, &ae) || ae.Status != http.StatusBadGateway || ae.Code != api.CodeAgentUnreachable {
 		t.Fatalf("console with the agent stopped: %v", err)
+	}
+}
+
+func TestAdvertisedAddr(t *testing.T) {
+	tests := []struct {
+		listen   string
+		underlay string
+		want     func(string) bool
+	}{
+		{"127.0.0.1:8482", "192.0.2.1", func(s string) bool { return s == "127.0.0.1:8482" }},
+		{"[::1]:9", "", func(s string) bool { return s == "[::1]:9" }},
+		{"0.0.0.0:8482", "192.0.2.1", func(s string) bool { return s == "192.0.2.1:8482" }},
+		{"[::]:8482", "2001:db8::7", func(s string) bool { return s == "[2001:db8::7]:8482" }},
+		// Without an underlay address: some address of this machine, or
+		// its name, with the port.
+		{"0.0.0.0:8482", "", func(s string) bool { h, p, err := net.SplitHostPort(s); return err == nil && h != "" && p == "8482" }},
+	}
+	for _, tc := range tests {
+		a, err := net.ResolveTCPAddr("tcp", tc.listen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := advertisedAddr(a, tc.underlay); !tc.want(got) {
+			t.Errorf("listening on %s, underlay %q: advertised %q", tc.listen, tc.underlay, got)
+		}
+	}
+}
+
+// TestConsoleKeyFile: the key is made once and kept across restarts; a
+// damaged key file is replaced (the next registration carries the new key).
+func TestConsoleKeyFile(t *testing.T) {
+	dir := t.TempDir()
+	k1, err := loadConsoleKey(dir)
+	if err != nil || !console.ValidKey(k1) {
+		t.Fatalf("first key %q %v", k1, err)
+	}
+	if st, err := os.Stat(filepath.Join(dir, fileConsoleKey)); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v %v", st, err)
+	}
+	if k2, err := loadConsoleKey(dir); err != nil || k2 != k1 {
+		t.Fatalf("after a restart: %q %v, want %q", k2, err, k1)
+	}
+	os.WriteFile(filepath.Join(dir, fileConsoleKey), []byte("garbage\n"), 0o600)
+	if k3, err := loadConsoleKey(dir); err != nil || !console.ValidKey(k3) || k3 == k1 {
+		t.Fatalf("after damage: %q %v", k3, err)
 	}
 }
