@@ -179,6 +179,8 @@ func getCloud(t *testing.T) *cloud {
 		if t.Failed() {
 			c.dumpLogs(t)
 			c.broken = true
+		} else if os.Getenv(envLogs) != "" {
+			c.dumpWarnings(t)
 		}
 	})
 	return c
@@ -422,6 +424,23 @@ func (c *cloud) dumpLogs(t *testing.T) {
 		for _, p := range []*proc{h.server, h.agent} {
 			if p != nil {
 				t.Logf("---- %s log tail:\n%s", p.name, p.tail(60))
+			}
+		}
+	}
+}
+
+// dumpWarnings logs the warnings and errors of every log.
+func (c *cloud) dumpWarnings(t *testing.T) {
+	for _, h := range c.hosts {
+		for _, p := range []*proc{h.server, h.agent} {
+			if p == nil {
+				continue
+			}
+			b, _ := os.ReadFile(p.log)
+			for _, l := range strings.Split(string(b), "\n") {
+				if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") || strings.Contains(l, "[ERROR]") {
+					t.Logf("%s: %s", p.name, l)
+				}
 			}
 		}
 	}

@@ -379,6 +379,15 @@ func TestHostDownEvacuate(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	// The returning agent must not report anything about the instance
+	// that moved away.
+	now, err := victim.view()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if on, _ := c.hostOf(now.Instance); now.State != state.InstanceRunning || on != nh || len(now.History) != len(in.History) {
+		t.Errorf("after %s came back, %s is %s on %v; transitions since the rebuild: %+v", vh.name, victim.name, now.State, on, now.History[min(len(in.History), len(now.History)):])
+	}
 	c.cleanup(t, n.ID, g1, g2)
 	if err := waitUntil(time.Minute, "every host clean", c.checkClean); err != nil {
 		t.Fatal(err)

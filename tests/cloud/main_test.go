@@ -42,8 +42,16 @@ func TestMain(m *testing.M) {
 		closeShared()
 		os.Exit(code)
 	}
-	kvmhost.Main(m, repoRoot, files, nil)
+	var env []string
+	if v := os.Getenv(envLogs); v != "" {
+		env = append(env, envLogs+"="+v)
+	}
+	kvmhost.Main(m, repoRoot, files, env)
 }
+
+// envLogs set to 1 makes every test print the server and agent log lines
+// at warning level and above, failed or not.
+const envLogs = "KVMSTACK_CLOUD_LOGS"
 
 // needKit skips when KVM, the binaries, the kit or the kernel's network
 // devices are missing, saying which.
