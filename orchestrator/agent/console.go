@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -26,8 +27,13 @@ const fileConsoleKey = "console.key"
 
 // Console endpoint limits.
 const (
-	// consolePoll is how often a followed log is checked for new bytes.
-	consolePoll = 100 * time.Millisecond
+	// consolePoll is how often a followed log is checked for new bytes;
+	// consoleTypingPoll how often while someone types into the instance's
+	// console (for consoleTyping after each input), so that echoes come
+	// back at the pace of typing.
+	consolePoll       = 100 * time.Millisecond
+	consoleTypingPoll = 10 * time.Millisecond
+	consoleTyping     = 3 * time.Second
 	// consoleInputMax bounds one input request's body.
 	consoleInputMax = 1 << 20
 	// consoleInputTimeout is how long a write into the input FIFO may
@@ -64,7 +70,7 @@ func (a *hostAgent) startConsole(ctx context.Context) (stop func(), err error) {
 		addr = advertisedAddr(ln.Addr().(*net.TCPAddr), a.cfg.UnderlayIP)
 	}
 	a.console = &consoleEndpoint{addr: addr, key: key}
-	svc := &consoleService{instDir: a.instDir, keep: a.cfg.ConsoleFiles, poll: consolePoll, inputTimeout: consoleInputTimeout,
+	svc := &consoleService{instDir: a.instDir, keep: a.cfg.ConsoleFiles, poll: consolePoll, typingPoll: consoleTypingPoll, inputTimeout: consoleInputTimeout,
 		verify: v, known: a.supervises, log: a.log}
 	srv := &http.Server{Handler: svc.handler(), ReadHeaderTimeout: 10 * time.Second,
 		BaseContext: func(net.Listener) context.Context { return ctx }}
@@ -135,12 +141,56 @@ type consoleService struct {
 	instDir      string
 	keep         int
 	poll         time.Duration
+	typingPoll   time.Duration
 	inputTimeout time.Duration
 	verify       *console.Verifier
 	// known reports whether the agent supervises an instance whose
 	// directory may not exist yet (a follow then waits for its log).
 	known func(id string) bool
 	log   *slog.Logger
+
+	// Input wakes the instance's followers and speeds them up for a
+	// while: typed holds when input was last written to each instance,
+	// wake a channel closed at the next input.
+	mu    sync.Mutex
+	typed map[string]time.Time
+	wake  map[string]chan struct{}
+}
+
+// pace is how a follower of instance id waits between checks: the
+// interval and a channel closed at the next input.
+func (c *consoleService) pace(id string) (time.Duration, <-chan struct{}) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.wake == nil {
+		c.wake, c.typed = map[string]chan struct{}{}, map[string]time.Time{}
+	}
+	ch := c.wake[id]
+	if ch == nil {
+		ch = make(chan struct{})
+		c.wake[id] = ch
+	}
+	if t, ok := c.typed[id]; ok {
+		if time.Since(t) < consoleTyping && c.typingPoll > 0 {
+			return c.typingPoll, ch
+		}
+		delete(c.typed, id)
+	}
+	return c.poll, ch
+}
+
+// noteTyping records input to instance id and wakes its followers.
+func (c *consoleService) noteTyping(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.wake == nil {
+		c.wake, c.typed = map[string]chan struct{}{}, map[string]time.Time{}
+	}
+	c.typed[id] = time.Now()
+	if ch := c.wake[id]; ch != nil {
+		close(ch)
+		delete(c.wake, id)
+	}
 }
 
 func (c *consoleService) handler() http.Handler {
@@ -231,7 +281,7 @@ func (c *consoleService) output(w http.ResponseWriter, r *http.Request) {
 			_, err := os.Stat(dir)
 			return errors.Is(err, os.ErrNotExist) && !c.known(id)
 		}
-		if err := cur.follow(r.Context(), ended, c.poll, w, flush); err != nil && r.Context().Err() == nil {
+		if err := cur.follow(r.Context(), ended, func() (time.Duration, <-chan struct{}) { return c.pace(id) }, w, flush); err != nil && r.Context().Err() == nil {
 			c.log.Debug("console follow ended", "dir", dir, "err", err)
 		}
 	}
@@ -270,6 +320,7 @@ func (c *consoleService) input(w http.ResponseWriter, r *http.Request) {
 	for {
 		n, rerr := body.Read(buf)
 		if n > 0 {
+			c.noteTyping(r.PathValue("id"))
 			// A deadline per write: a vmm that stopped reading (its guest
 			// not draining the UART) must not hold the request forever.
 			_ = f.SetWriteDeadline(time.Now().Add(c.inputTimeout))

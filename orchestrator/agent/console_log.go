@@ -172,17 +172,22 @@ func (l *consoleLog) sendCur(w io.Writer) error {
 	}
 }
 
-// follow sends what is appended to the log every poll until ctx ends or
-// ended reports that nothing more will come (the instance was deleted).
-func (l *consoleLog) follow(ctx context.Context, ended func() bool, poll time.Duration, w io.Writer, flush func()) error {
-	t := time.NewTicker(poll)
-	defer t.Stop()
+// follow sends what is appended to the log until ctx ends or ended
+// reports that nothing more will come (the instance was deleted). pace
+// says how long to wait before each check, and gives a channel that cuts
+// the wait short (input was typed: its echo is coming).
+func (l *consoleLog) follow(ctx context.Context, ended func() bool, pace func() (time.Duration, <-chan struct{}), w io.Writer, flush func()) error {
 	for {
+		d, wake := pace()
+		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return ctx.Err()
+		case <-wake:
 		case <-t.C:
 		}
+		t.Stop()
 		sent, err := l.poll(w)
 		if err != nil {
 			return err

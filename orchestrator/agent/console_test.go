@@ -41,6 +41,22 @@ type consoleFixture struct {
 
 func newConsoleFixture(t *testing.T, known ...string) *consoleFixture {
 	t.Helper()
+	return newConsoleFixtureWith(t, func(svc *consoleService) {
+		svc.known = func(id string) bool {
+			for _, k := range known {
+				if k == id {
+					return true
+				}
+			}
+			return false
+		}
+	})
+}
+
+// newConsoleFixtureWith is newConsoleFixture with the service adjusted by
+// tune before it serves.
+func newConsoleFixtureWith(t *testing.T, tune func(*consoleService)) *consoleFixture {
+	t.Helper()
 	key, err := console.NewKey()
 	if err != nil {
 		t.Fatal(err)
@@ -51,14 +67,8 @@ func newConsoleFixture(t *testing.T, known ...string) *consoleFixture {
 	}
 	f := &consoleFixture{t: t, key: key, instDir: t.TempDir()}
 	f.svc = &consoleService{instDir: f.instDir, keep: 3, poll: 5 * time.Millisecond, inputTimeout: 200 * time.Millisecond, verify: v,
-		known: func(id string) bool {
-			for _, k := range known {
-				if k == id {
-					return true
-				}
-			}
-			return false
-		}, log: testLogger(t)}
+		known: func(string) bool { return false }, log: testLogger(t)}
+	tune(f.svc)
 	f.srv = httptest.NewServer(f.svc.handler())
 	t.Cleanup(f.srv.Close)
 	return f
@@ -278,9 +288,10 @@ func TestConsoleLogPoll(t *testing.T) {
 // its bytes once vmm creates it, and the stream ends when the instance's
 // directory is removed.
 func TestConsoleLogAppears(t *testing.T) {
-	f := newConsoleFixture(t)
 	var deleted atomic.Bool
-	f.svc.known = func(id string) bool { return id == "later" && !deleted.Load() }
+	f := newConsoleFixtureWith(t, func(svc *consoleService) {
+		svc.known = func(id string) bool { return id == "later" && !deleted.Load() }
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	resp := f.do(ctx, http.MethodGet, "/v1/instances/later/console", "follow=1", "", nil)
@@ -517,6 +528,7 @@ func TestConsoleThroughServer(t *testing.T) {
 	if st.Offset != int64(len(b)) {
 		t.Errorf("tail=0 starts at %d, want the end (%d)", st.Offset, len(b))
 	}
+	typed := time.Now()
 	if err := c.admin.ConsoleInput(ctx, id, strings.NewReader("hello console\n")); err != nil {
 		t.Fatal(err)
 	}
@@ -529,6 +541,7 @@ func TestConsoleThroughServer(t *testing.T) {
 			t.Fatalf("follow ended with %q: %v", got.String(), err)
 		}
 	}
+	t.Logf("input to its echo through server and agent: %s", time.Since(typed))
 
 	// Deleting the instance ends its followers.
 	c.admin.Do(ctx, http.MethodDelete, "/v1/instances/"+id, nil, nil, nil)
@@ -596,5 +609,41 @@ func TestConsoleKeyFile(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, fileConsoleKey), []byte("garbage\n"), 0o600)
 	if k3, err := loadConsoleKey(dir); err != nil || !console.ValidKey(k3) || k3 == k1 {
 		t.Fatalf("after damage: %q %v", k3, err)
+	}
+}
+
+// TestConsoleInputWakesFollowers: with a poll interval no test would wait
+// for, a follower still sees the echo of input typed through the endpoint:
+// input wakes it and speeds it up.
+func TestConsoleInputWakesFollowers(t *testing.T) {
+	f := newConsoleFixtureWith(t, func(svc *consoleService) { svc.poll, svc.typingPoll = time.Hour, 5*time.Millisecond })
+	dir := f.dir("i1", map[string]string{fileConsole: "login: "})
+	if err := unix.Mkfifo(filepath.Join(dir, fileConsoleIn), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	vmmEnd, err := os.OpenFile(filepath.Join(dir, fileConsoleIn), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vmmEnd.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	resp := f.do(ctx, http.MethodGet, "/v1/instances/i1/console", "follow=1", "", nil)
+	defer resp.Body.Close()
+	got := make([]byte, len("login: "))
+	if _, err := io.ReadFull(resp.Body, got); err != nil {
+		t.Fatal(err)
+	}
+	if r := f.do(ctx, http.MethodPost, "/v1/instances/i1/console", "", "", strings.NewReader("root\n")); r.StatusCode != 204 {
+		t.Fatalf("input: %d %s", r.StatusCode, readAll(t, r))
+	}
+	// The guest echoes a moment later, after the follower's first look.
+	typed := make([]byte, 5)
+	io.ReadFull(vmmEnd, typed)
+	time.Sleep(20 * time.Millisecond)
+	os.WriteFile(filepath.Join(dir, fileConsole), []byte("login: root\n"), 0o600)
+	echo := make([]byte, len("root\n"))
+	if _, err := io.ReadFull(resp.Body, echo); err != nil || string(echo) != "root\n" {
+		t.Fatalf("echo %q %v", echo, err)
 	}
 }
