@@ -303,6 +303,14 @@ func TestConsoleProxy(t *testing.T) {
 		})
 	}
 
+	t.Run("input over the limit", func(t *testing.T) {
+		// Of unknown length (chunked), so only the stream's end tells.
+		body := io.MultiReader(strings.NewReader("x"), strings.NewReader(strings.Repeat("y", 1<<20)))
+		err := m.ConsoleInput(ctx, web.ID, body)
+		if !client.IsStatus(err, http.StatusRequestEntityTooLarge) {
+			t.Fatalf("input of 1 MiB + 1: %v", err)
+		}
+	})
 	t.Run("host down", func(t *testing.T) {
 		clock.advance(2 * time.Minute)
 		_, err := m.Console(ctx, web.ID, console.Whole())
