@@ -192,21 +192,21 @@ udhcpc -q -n -t 10 -T 2 -i eth0 -s /bin/dhcp-bound 2>&1 || { echo "DEMO FAILED: 
 peer=$peer
 n=0
 if [ -z "\$peer" ]; then
-echo "waiting for the peer's ARP request"
-while [ -z "\$peer" ] && [ \$n -lt 240 ]; do
-while read -r a t f h m d; do [ "\$d" = eth0 ] && [ "\$f" = 0x2 ] && peer=\$a; done </proc/net/arp
-[ -n "\$peer" ] || { sleep 0.5; n=\$((n+1)); }
-done
-[ -n "\$peer" ] || { echo "DEMO FAILED: no peer"; exit 1; }
+  echo "waiting for the peer's ARP request"
+  while [ -z "\$peer" ] && [ \$n -lt 240 ]; do
+    while read -r a t f h m d; do [ "\$d" = eth0 ] && [ "\$f" = 0x2 ] && peer=\$a; done </proc/net/arp
+    [ -n "\$peer" ] || { sleep 0.5; n=\$((n+1)); }
+  done
+  [ -n "\$peer" ] || { echo "DEMO FAILED: no peer"; exit 1; }
 else
-until ping -c 1 -W 1 \$peer >/dev/null 2>&1; do n=\$((n+1)); [ \$n -lt 120 ] || break; done
+  until ping -c 1 -W 1 \$peer >/dev/null 2>&1; do n=\$((n+1)); [ \$n -lt 120 ] || break; done
 fi
 if ping -c 3 \$peer; then echo "DEMO PING OK \$peer"; else echo "DEMO PING FAILED \$peer"; fi
 $after
 EOF
 }
 after='sleep 6'
-[ "$keep" = 1 ] && after='echo "a shell on the console: kvmstack instance console NAME"; exec setsid cttyhack sh'
+[ "$keep" = 1 ] && after='echo "a shell waits here: kvmstack instance console -i NAME"; exec setsid cttyhack sh'
 cmdline() {
 	printf 'console=ttyS0 reboot=k panic=-1 quiet kit.run=%s' "$(guest_script "$1" "$after" | base64 -w0)"
 }
