@@ -144,16 +144,23 @@ func TestAgentKillReadopt(t *testing.T) {
 }
 
 // TestVMMKilled kills a guest's vmm: the instance turns to error with the
-// exit status in its reason.
+// exit status in its reason. A guest with the on-failure restart policy
+// comes back instead, booted by a new vmm, and leases its address again.
 func TestVMMKilled(t *testing.T) {
 	c := getCloud(t)
+	n := c.newNetwork(t, "net-restart", "10.64.0.0/24")
 	g := c.createGuest(t, "victim", "")
+	r := c.create(t, api.InstanceRequest{Name: "phoenix", Networks: []string{n.ID}, RestartPolicy: state.RestartOnFailure})
 	g.waitState(t, state.InstanceRunning, guestBoot, nil)
 	g.waitConsole(t, regexp.MustCompile(`KIT READY`), guestBoot)
-	pid := g.vmmPID(t)
+	r.waitState(t, state.InstanceRunning, guestBoot, nil)
+	r.waitAddress(t, guestBoot)
+	pid, rpid := g.vmmPID(t), r.vmmPID(t)
 	d, _ := g.dir(t)
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
+	for _, p := range []int{pid, rpid} {
+		if err := syscall.Kill(p, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
 	}
 	in := g.waitState(t, state.InstanceError, time.Minute, nil)
 	want := fmt.Sprintf("vmm pid %d exited: signal: killed", pid)
@@ -163,7 +170,22 @@ func TestVMMKilled(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(d, "exit-status")); err != nil || strings.TrimSpace(string(b)) != "signal: killed" {
 		t.Errorf("exit-status file: %q, %v", b, err)
 	}
-	c.cleanup(t, "", g)
+
+	rwant := fmt.Sprintf("vmm pid %d exited: signal: killed", rpid)
+	r.waitState(t, state.InstanceRunning, guestBoot, func(in *state.Instance) bool {
+		for _, tr := range in.History {
+			if tr.State == state.InstanceError && strings.Contains(tr.Reason, rwant) {
+				return true
+			}
+		}
+		return false
+	})
+	if np := r.vmmPID(t); np == rpid {
+		t.Fatalf("phoenix runs with the killed vmm's pid %d", np)
+	}
+	r.waitConsole(t, regexp.MustCompile(`(?s)GUEST ADDR `+regexp.QuoteMeta(r.ip)+`.*KIT READY.*GUEST ADDR `+regexp.QuoteMeta(r.ip)), guestBoot)
+
+	c.cleanup(t, n.ID, g, r)
 	if err := waitUntil(time.Minute, "the instance directory removed", func() error {
 		if _, err := os.Stat(d); err == nil {
 			return errNotYet
