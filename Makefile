@@ -10,7 +10,7 @@ STATICCHECK_VERSION := v0.7.0
 UNIT_PKGS := ./vmm/... ./firmware/... ./cmd/vmm/... ./virtio/... ./netdev/... ./tests/kvmhost/...
 RACE_PKGS := ./orchestrator/... ./cmd/kvmstack/...
 
-.PHONY: all deps build kit test test-unit test-race test-e2e test-cluster fuzz bench lint fmt demo clean
+.PHONY: all deps build kit test test-unit test-race test-e2e test-cluster test-cloud fuzz bench lint fmt demo demo-vmm clean
 
 all: build
 
@@ -87,8 +87,15 @@ $(STATICCHECK):
 fmt:
 	gofmt -w $$(git ls-files '*.go')
 
-## demo: build everything, boot the kit guest and show its console
+## demo: the cloud on this machine: kvmstack dev, images, a flavor, a network and two instances
+## that take DHCP leases and ping each other, their consoles shown through the CLI (the cloud is
+## left running where there is /dev/kvm; DEMO_ARGS=--stop tears it down; without /dev/kvm it runs
+## and ends in the nested test host)
 demo: deps build kit
+	sh scripts/demo.sh $(DEMO_ARGS)
+
+## demo-vmm: one kit guest on the bare vmm, its console shown
+demo-vmm: deps build kit
 	$(BIN)/kvmhost-run --file $(BIN)/vmm --file build/kit/vmlinux --file build/kit/initrd.img -- \
 		$(CURDIR)/$(BIN)/vmm --kernel $(CURDIR)/build/kit/vmlinux --initrd $(CURDIR)/build/kit/initrd.img \
 		--cpus 2 --memory 256M --cmdline "console=ttyS0 reboot=k panic=-1 kit.run=$$(printf 'uname -a; cat /proc/cpuinfo | grep -c processor; free -m' | base64 -w0)"

@@ -4,12 +4,12 @@
 # initrd as images, creates a flavor and a network, boots two instances on it and shows their
 # consoles: each takes a DHCP lease and pings the other.
 #
-#   scripts/demo.sh [--keep]
+#   scripts/demo.sh [--stop]
 #
-# Without /dev/kvm the script runs itself inside the nested test host (tests/kvmhost), and the
-# cloud ends with it. With /dev/kvm it runs here; --keep then leaves the cloud running (state in
-# kvmstack dev's default data directory, the guests waiting on their consoles), else it is
-# stopped and its temporary data directory removed.
+# With /dev/kvm it runs here and leaves the cloud running (state in kvmstack dev's default data
+# directory, the guests waiting on their consoles), ready for the user's own commands; --stop
+# uses a throw-away cloud instead, stopped and removed at the end. Without /dev/kvm the script
+# runs itself inside the nested test host (tests/kvmhost), and the cloud ends with it.
 #
 # Plain POSIX sh: the test host has nothing but busybox. It drives only the kvmstack CLI, so
 # every step is the command a user would type (each is printed before it runs).
@@ -18,16 +18,17 @@ set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${BIN:-$top/build/bin}
 KIT=${KIT:-$top/build/kit}
-keep=0
+keep=1
 for arg; do
 	case $arg in
 	--keep) keep=1 ;;
+	--stop) keep=0 ;;
 	-h | --help)
 		sed -n '2,12s/^# \{0,1\}//p' "$0"
 		exit 0
 		;;
 	*)
-		echo "demo: unknown argument $arg (usage: $0 [--keep])" >&2
+		echo "demo: unknown argument $arg (usage: $0 [--stop])" >&2
 		exit 2
 		;;
 	esac
@@ -40,7 +41,7 @@ for f in "$BIN/kvmstack" "$BIN/vmm" "$KIT/vmlinux" "$KIT/initrd.img"; do
 done
 
 if [ ! -c /dev/kvm ] && [ -z "${KVMSTACK_IN_KVMHOST:-}" ]; then
-	[ "$keep" = 1 ] && echo "demo: --keep ignored: without /dev/kvm the cloud lives in the nested test host, which ends with the demo" >&2
+	echo "demo: no /dev/kvm here: the cloud lives in the nested test host and ends with the demo" >&2
 	exec "$BIN/kvmhost-run" --file "$BIN/kvmstack" --file "$BIN/vmm" --file "$KIT/vmlinux" \
 		--file "$KIT/initrd.img" --file "$top/scripts/demo.sh" -- /bin/sh "$top/scripts/demo.sh"
 fi
