@@ -1,11 +1,13 @@
 package cloud
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -97,6 +99,11 @@ func TestMultiHostNetworks(t *testing.T) {
 	}
 	t.Logf("isolation checked after %v", time.Since(start).Round(100*time.Millisecond))
 
+	// The cleanliness check sees the guests while they are there.
+	if err := c.checkClean(); err == nil || !strings.Contains(err.Error(), "vmm pid") ||
+		!strings.Contains(err.Error(), "link "+network.TapPrefix) || !strings.Contains(err.Error(), "instance directory") {
+		t.Fatalf("with three guests running the cleanliness check says %v", err)
+	}
 	for _, g := range guests {
 		g.delete(t)
 	}
@@ -123,6 +130,15 @@ func (c *cloud) checkClean() error {
 			return err
 		}
 		left = append(left, l...)
+	}
+	// No vmm of ours (its socket in one of our data directories) may run
+	// anywhere, whatever namespace it would be in.
+	procs, _ := os.ReadDir("/proc")
+	for _, e := range procs {
+		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if bytes.Contains(cmdline, []byte("--api-socket\x00"+c.dir)) && alive(atoi(e.Name())) {
+			left = append(left, "vmm pid "+e.Name())
+		}
 	}
 	// Nothing of the hosts' networks may show up in the test's own
 	// namespace.
@@ -174,4 +190,12 @@ func leftOn(h *host) ([]string, error) {
 		left = append(left, h.name+": instance directory "+d.Name())
 	}
 	return left, nil
+}
+
+func atoi(s string) int {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return -1
+	}
+	return n
 }
