@@ -224,7 +224,8 @@ func TestDiskFull(t *testing.T) {
 	if err := syscall.Mount("tmpfs", h.dataDir, "tmpfs", 0, "size=24m,mode=0700"); err != nil {
 		t.Skipf("tmpfs: %v", err)
 	}
-	defer syscall.Unmount(h.dataDir, syscall.MNT_DETACH)
+	// After removeHost (deferred above) has ended the agent using it.
+	t.Cleanup(func() { _ = syscall.Unmount(h.dataDir, syscall.MNT_DETACH) })
 	if err := c.startAgent(h, []string{c.hosts[0].httpAddr()}); err != nil {
 		t.Fatal(err)
 	}
