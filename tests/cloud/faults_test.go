@@ -61,7 +61,8 @@ func (c *cloud) cleanup(t *testing.T, netID string, guests ...*guest) {
 // the guest keeps running and serving (console, network), and the agent
 // started again adopts the same vmm without a reboot and drives it (a
 // pause and a resume through the adopted vmm's API); the adopted vmm's
-// death is reported too.
+// death is reported too. An instance deleted while its agent is dead is
+// cleared by the next agent.
 func TestAgentKillReadopt(t *testing.T) {
 	c := getCloud(t)
 	start := time.Now()
@@ -139,7 +140,33 @@ func TestAgentKillReadopt(t *testing.T) {
 	if r, want := lastReason(in), fmt.Sprintf("vmm pid %d exited: ", pid); !strings.Contains(r, want) {
 		t.Errorf("reason %q, want it to say %q", r, want)
 	}
-	c.cleanup(t, n.ID, g1, g2)
+
+	// An instance deleted while its agent is dead: the next agent finds
+	// its vmm and directory, which the cluster no longer has on the host,
+	// and removes them with the TAP and the network's links.
+	d2, h2 := g2.dir(t)
+	pid2 := g2.vmmPID(t)
+	h2.agent.kill()
+	g2.delete(t)
+	if err := c.startAgent(h2, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitUntil(time.Minute, h2.name+" cleared of the deleted instance", func() error {
+		if alive(pid2) {
+			return fmt.Errorf("vmm pid %d still runs", pid2)
+		}
+		left, err := leftOn(h2)
+		if err == nil && len(left) > 0 {
+			err = fmt.Errorf("left behind: %s", strings.Join(left, ", "))
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(d2); err == nil {
+		t.Errorf("%s is still there", d2)
+	}
+	c.cleanup(t, n.ID, g1)
 	t.Logf("done after %v", time.Since(start).Round(100*time.Millisecond))
 }
 
