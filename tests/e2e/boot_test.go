@@ -29,6 +29,8 @@ var kitReady = regexp.MustCompile(`KIT READY cpus=(\d+) mem=(\d+)`)
 // TestKitBoots boots the kit kernel with several CPU counts and memory
 // sizes, including one that crosses the 32-bit hole, and checks what the
 // guest itself reports.
+var acpiError = regexp.MustCompile(`ACPI (BIOS )?Error.*`)
+
 func TestKitBoots(t *testing.T) {
 	needKit(t, kitVmlinux, kitInitrd)
 	tests := []struct {
@@ -59,6 +61,10 @@ func TestKitBoots(t *testing.T) {
 			}
 			if r.status != exitPowerOff {
 				t.Errorf("vmm exit status %d after the kit powered off, want %d\nstderr:\n%s", r.status, exitPowerOff, r.stderr)
+			}
+			// The tables and PM registers must satisfy ACPICA, not merely work.
+			if l := acpiError.FindString(r.console); l != "" {
+				t.Errorf("guest logged an ACPI error: %s", l)
 			}
 			t.Logf("%d vCPU, %s: KIT READY and power-off in %v", tt.cpus, tt.memory, r.elapsed.Round(time.Millisecond))
 		})

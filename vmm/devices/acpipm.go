@@ -35,8 +35,15 @@ const (
 
 	// PM1 status and enable bits vmm implements: the fixed-feature power
 	// button. Other enable bits do not stick, which tells the OS the
-	// event does not exist (ACPICA then marks the global lock absent).
+	// event does not exist.
 	pm1PowerButton = 1 << 8
+	// GBL_EN sticks although GBL_STS is never set: a full-ACPI platform
+	// has the global lock (FACS), and ACPICA logs two errors at every boot
+	// when the bit reads back clear. No firmware ever holds the lock, so
+	// the guest never waits for its release event.
+	pm1GlobalLock = 1 << 5
+	// pm1EnableKept are the enable bits that read back as written.
+	pm1EnableKept = pm1PowerButton | pm1GlobalLock
 	// PM1 status WAK_STS.
 	pm1WakeStatus = 1 << 15
 	// PM1 control SCI_EN: always set, the platform is always in ACPI
@@ -157,7 +164,7 @@ func (a *ACPIPM) Write(offset uint64, data []byte) {
 			a.updateSCILocked()
 		case acpiPM1Enable, acpiPM1Enable + 1:
 			shift := 8 * (off - acpiPM1Enable)
-			a.pm1Enable = a.pm1Enable&^(0xff<<shift) | uint16(v)<<shift&pm1PowerButton
+			a.pm1Enable = a.pm1Enable&^(0xff<<shift) | uint16(v)<<shift&pm1EnableKept
 			a.updateSCILocked()
 		case acpiPM1Control:
 			a.pm1Control = a.pm1Control&0xff00 | uint16(v)&pm1ControlKept

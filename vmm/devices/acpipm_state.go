@@ -24,7 +24,7 @@ func (a *ACPIPM) SetState(st ACPIPMState) {
 	defer a.mu.Unlock()
 	a.status = st.SleepStatus
 	a.pm1Status = st.PM1Status & (pm1PowerButton | pm1WakeStatus)
-	a.pm1Enable = st.PM1Enable & pm1PowerButton
+	a.pm1Enable = st.PM1Enable & pm1EnableKept
 	a.pm1Control = st.PM1Control & pm1ControlKept
 	a.updateSCILocked()
 }

@@ -313,8 +313,9 @@ func TestACPIPMPowerButton(t *testing.T) {
 			{byteAt(acpiPM1Status+1, 0x01), false, 0, pm1PowerButton, true},
 		}},
 		{"unimplemented enable bits do not stick", []step{
-			{enable(0xffff), false, 0, pm1PowerButton, true},
-			{enable(1 << 5), false, 0, 0, true}, // GBL_EN: ACPICA then knows there is no global lock
+			{enable(0xffff), false, 0, pm1PowerButton | pm1GlobalLock, true},
+			{enable(1 << 5), false, 0, pm1GlobalLock, true}, // GBL_EN sticks: ACPICA finds the global lock
+			{enable(1 << 0), false, 0, 0, true},             // TMR_EN: no PM timer
 		}},
 	}
 	for _, tt := range tests {

@@ -96,8 +96,8 @@ const (
 )
 
 // facs is the firmware ACPI control structure a full-ACPI platform must
-// have. No waking vector (vmm offers no S3) and no global lock (the PM1
-// enable register does not keep GBL_EN, so Linux marks the lock absent).
+// have. No waking vector (vmm offers no S3); the global lock in it is the
+// guest's alone (no firmware takes it).
 func facs() []byte {
 	b := make([]byte, facsSize)
 	copy(b[0:4], "FACS")
