@@ -58,8 +58,8 @@ func (c *cloud) cleanup(t *testing.T, netID string, guests ...*guest) {
 }
 
 // TestAgentKillReadopt kills an agent with SIGKILL while its guest runs:
-// the guest keeps running and serving (console, network), and the agent
-// started again adopts the same vmm without a reboot and drives it (a
+// the guest keeps running and serving (console, network) while the host is
+// marked down, and the agent started again adopts the same vmm without a reboot and drives it (a
 // pause and a resume through the adopted vmm's API); the adopted vmm's
 // death is reported too. An instance deleted while its agent is dead is
 // cleared by the next agent.
@@ -81,6 +81,7 @@ func TestAgentKillReadopt(t *testing.T) {
 	pid := g1.vmmPID(t)
 	before, _ := g1.view()
 	t.Logf("guests up after %v; killing %s's agent (pid %d), its vmm is pid %d", time.Since(start).Round(100*time.Millisecond), h.name, h.agent.pid(), pid)
+	killed := time.Now()
 	h.agent.kill()
 
 	if !alive(pid) {
@@ -89,6 +90,16 @@ func TestAgentKillReadopt(t *testing.T) {
 	g1.answers(t, "without-agent")
 	if !g2.pingUntil(t, g1.ip, 2) {
 		t.Fatal("the guest of the killed agent no longer answers pings")
+	}
+	// Without heartbeats the host goes down, its guest with it as far as
+	// the cluster knows; the guest itself runs on.
+	if err := c.waitDown(h); err != nil {
+		t.Fatal(err)
+	}
+	g1.waitState(t, state.InstanceHostDown, time.Minute, nil)
+	t.Logf("%s marked down %v after its agent's kill", h.name, time.Since(killed).Round(100*time.Millisecond))
+	if !alive(pid) {
+		t.Fatalf("vmm pid %d died while its host was marked down", pid)
 	}
 
 	if err := c.startAgent(h, nil); err != nil {
@@ -104,6 +115,8 @@ func TestAgentKillReadopt(t *testing.T) {
 		t.Fatalf("%v\nagent log:\n%s", err, h.agent.tail(40))
 	}
 	t.Logf("agent restarted and adopted pid %d after %v", pid, time.Since(start).Round(100*time.Millisecond))
+	// The host is back: the instance returns to running, not rebooted.
+	g1.waitState(t, state.InstanceRunning, time.Minute, nil)
 	if _, err := c.api.InstanceAction(context.Background(), g1.id, state.ActionPause); err != nil {
 		t.Fatal(err)
 	}
@@ -372,16 +385,7 @@ func TestHostDownEvacuate(t *testing.T) {
 	if len(pids) < 3 {
 		t.Errorf("killed %d processes on %s, want its server, agent and vmm", len(pids), vh.name)
 	}
-	if err := waitUntil(hostTTL+time.Minute, vh.name+" down", func() error {
-		hv, err := c.hostView(vh)
-		if err != nil {
-			return err
-		}
-		if !hv.Down {
-			return fmt.Errorf("%s is %s", vh.name, hv.Status)
-		}
-		return nil
-	}); err != nil {
+	if err := c.waitDown(vh); err != nil {
 		t.Fatal(err)
 	}
 	down := time.Since(killed)
@@ -443,4 +447,18 @@ func TestHostDownEvacuate(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("done after %v", time.Since(start).Round(100*time.Millisecond))
+}
+
+// waitDown waits until the cluster marks h down.
+func (c *cloud) waitDown(h *host) error {
+	return waitUntil(hostTTL+time.Minute, h.name+" down", func() error {
+		hv, err := c.hostView(h)
+		if err != nil {
+			return err
+		}
+		if !hv.Down {
+			return fmt.Errorf("%s is %s", h.name, hv.Status)
+		}
+		return nil
+	})
 }
