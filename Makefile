@@ -7,7 +7,7 @@ GOBIN_DIR := $(CURDIR)/build/tools
 STATICCHECK := $(GOBIN_DIR)/staticcheck
 STATICCHECK_VERSION := v0.7.0
 # Packages tested without guests, and the orchestrator (with -race, which needs cgo).
-UNIT_PKGS := ./vmm/... ./firmware/... ./cmd/vmm/... ./virtio/... ./netdev/... ./tests/kvmhost/...
+UNIT_PKGS := ./vmm/... ./firmware/... ./cmd/vmm/... ./virtio/... ./netdev/... ./tests/kvmhost/... ./benchmarks/...
 RACE_PKGS := ./orchestrator/... ./cmd/kvmstack/...
 
 .PHONY: all deps build kit test test-unit test-race test-e2e test-cluster test-cloud fuzz bench lint fmt demo demo-vmm clean
@@ -42,7 +42,7 @@ kit:
 ## test: the whole suite: vet, unit and fuzz seeds, race-checked orchestrator, cluster, e2e boots
 test: deps build kit
 	$(GO) vet ./...
-	$(MAKE) test-unit test-race test-cluster test-e2e
+	$(MAKE) test-unit test-race test-cluster test-e2e test-cloud
 
 test-unit:
 	$(GO) test -count=1 $(UNIT_PKGS)
@@ -60,6 +60,12 @@ test-e2e: build
 	@# The full log is build/e2e.log; on failure the failed tests' whole output and the log's tail are shown as well.
 	@$(GO) test -count=1 -timeout 40m -v ./tests/e2e/ 2>&1 | tee build/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|kvmhost:|e2e:|\s+\S+_test.go)' ; \
 	rc=$${PIPESTATUS[0]}; if [ $$rc -ne 0 ]; then echo "--- last 40 lines of build/e2e.log:"; tail -n 40 build/e2e.log; awk -f .ci/failures.awk build/e2e.log; fi; exit $$rc
+
+## test-cloud: three hosts (server + agent each) in network namespaces with real guests: DHCP and
+## ping across VXLAN, isolation, cleanup, agent kill, host down + evacuate, vmm killed, disk full
+test-cloud: build
+	@$(GO) test -count=1 -timeout 30m -v ./tests/cloud/ 2>&1 | tee build/cloud.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|kvmhost:|cloud:|\s+\S+_test.go)' ; \
+	rc=$${PIPESTATUS[0]}; if [ $$rc -ne 0 ]; then echo "--- last 40 lines of build/cloud.log:"; tail -n 40 build/cloud.log; awk -f .ci/failures.awk build/cloud.log; fi; exit $$rc
 
 ## fuzz: every fuzz target for FUZZTIME each (their seed corpora already run in make test)
 FUZZTIME ?= 10s
@@ -101,4 +107,4 @@ demo-vmm: deps build kit
 		--cpus 2 --memory 256M --cmdline "console=ttyS0 reboot=k panic=-1 kit.run=$$(printf 'uname -a; cat /proc/cpuinfo | grep -c processor; free -m' | base64 -w0)"
 
 clean:
-	rm -rf build/bin build/e2e.log
+	rm -rf build/bin build/e2e.log build/cloud.log
