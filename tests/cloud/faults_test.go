@@ -223,7 +223,7 @@ func TestVMMKilled(t *testing.T) {
 	if np := r.vmmPID(t); np == rpid {
 		t.Fatalf("phoenix runs with the killed vmm's pid %d", np)
 	}
-	r.waitConsole(t, regexp.MustCompile(`(?s)GUEST ADDR `+regexp.QuoteMeta(r.ip)+`.*KIT READY.*GUEST ADDR `+regexp.QuoteMeta(r.ip)), guestBoot)
+	r.waitConsole(t, regexp.MustCompile(`(?s)GUEST ADDR `+regexp.QuoteMeta(r.ip)+`\r?\n.*KIT READY.*GUEST ADDR `+regexp.QuoteMeta(r.ip)+`\r?\n`), guestBoot)
 
 	c.cleanup(t, n.ID, g, r)
 	if err := waitUntil(time.Minute, "the instance directory removed", func() error {

@@ -161,7 +161,9 @@ func (g *guest) send(t *testing.T, line string) {
 	}
 }
 
-var leaseLine = regexp.MustCompile(`GUEST (ADDR (\S+)|DHCP FAILED)`)
+// leaseLine matches only a whole line: the console log is read while the
+// guest writes it, and a line cut after "GUEST ADDR 10.60.0." must not count.
+var leaseLine = regexp.MustCompile(`GUEST (ADDR (\S+)|DHCP FAILED)\r?\n`)
 
 // waitAddress waits for the guest's DHCP lease and checks it is its
 // port's address.
