@@ -49,6 +49,9 @@ type options struct {
 	restore string
 	// seccomp is on, off or log (docs/SECCOMP.md).
 	seccomp string
+	// exitStatusFile receives "exit status N" when vmm ends, for a
+	// supervisor that is not vmm's parent and so cannot wait for it.
+	exitStatusFile string
 }
 
 // guestFlags are the flags that describe a guest; with --api-socket and
@@ -75,6 +78,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.apiSocket, "api-socket", "", "serve the control API on this unix socket (mode 0600); without guest flags, wait for the API to configure and start the guest")
 	fs.StringVar(&o.restore, "restore", "", "resume the guest saved in this snapshot directory (PUT /snapshot) instead of booting one; excludes the guest flags")
 	fs.StringVar(&o.seccomp, "seccomp", "on", "system call filter once the guest is set up: on, off (debugging), or log (allow and log calls off the list)")
+	fs.StringVar(&o.exitStatusFile, "exit-status-file", "", "write \"exit status N\" to this file when vmm ends (for a supervisor that cannot wait for vmm, such as an agent that adopted it)")
 	level := fs.String("log-level", "warn", "log level: debug, info, warn, error")
 	help := fs.Bool("help", false, "show this help")
 	if err := fs.Parse(args); err != nil {
@@ -84,7 +88,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		fs.SetOutput(stderr)
 		fmt.Fprintln(stderr, "usage: vmm --kernel PATH [--initrd PATH] [--cmdline STR] [--cpus N] [--memory SIZE] [--serial stdio|file:PATH|none]\n"+
 			"           [--disk path=PATH[,readonly=on][,id=ID][,bw=R][,iops=R]]... [--net tap=NAME[,mac=MAC][,netns=PATH][,bw=R][,iops=R]]... [--rng]\n"+
-			"           [--config vm.json] [--api-socket PATH] [--seccomp on|off|log]\n"+
+			"           [--config vm.json] [--api-socket PATH] [--seccomp on|off|log] [--exit-status-file PATH]\n"+
 			"       vmm --api-socket PATH [--serial ...]   (configure and start the guest through the API)\n"+
 			"       vmm --restore DIR [--api-socket PATH] [--serial ...]")
 		fs.PrintDefaults()
@@ -186,7 +190,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 
 // runContext is run with the signals already turned into ctx: its end
 // stops the guest (or the wait for one) with ExitStopped.
-func runContext(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+func runContext(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) (code int) {
 	o, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return ExitPowerOff
@@ -194,6 +198,9 @@ func runContext(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	if err != nil {
 		fmt.Fprintf(stderr, "vmm: %v (see vmm --help)\n", err)
 		return ExitUsage
+	}
+	if o.exitStatusFile != "" {
+		defer func() { writeExitStatus(o.exitStatusFile, code, stderr) }()
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.logLevel}))
 	switch {
@@ -332,4 +339,14 @@ func isFileError(err error) bool {
 		}
 	}
 	return false
+}
+
+// writeExitStatus records vmm's exit status in the form os.ProcessState
+// prints it, so that a supervisor reads the same line whether it waited
+// for vmm or found the file. It runs under the seccomp filter: open, write
+// and close are on its list.
+func writeExitStatus(path string, code int, stderr io.Writer) {
+	if err := os.WriteFile(path, []byte(fmt.Sprintf("exit status %d\n", code)), 0o600); err != nil {
+		fmt.Fprintf(stderr, "vmm: --exit-status-file: %v\n", err)
+	}
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -50,6 +52,45 @@ func TestUsageErrors(t *testing.T) {
 			lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
 			if status != ExitUsage || len(lines) != 1 || !strings.Contains(lines[0], tt.want) {
 				t.Fatalf("status %d, stderr %q; want %d and one line containing %q", status, stderr.String(), ExitUsage, tt.want)
+			}
+		})
+	}
+}
+
+// TestExitStatusFile checks that vmm leaves its status where a supervisor
+// that is not its parent can read it, in os.ProcessState's wording.
+func TestExitStatusFile(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name   string
+		file   string
+		args   []string
+		status int
+		want   string
+	}{
+		{"usageAfterFlags", filepath.Join(dir, "a"), []string{"--kernel", "/etc/hostname", "--serial", "file:/nonexistent/console"}, ExitUsage, "exit status 2\n"},
+		{"help", filepath.Join(dir, "b"), []string{"--help"}, ExitPowerOff, ""},
+		{"unwritable", filepath.Join(dir, "missing", "c"), []string{"--kernel", "/etc/hostname", "--serial", "file:/nonexistent/console"}, ExitUsage, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			status := run(append([]string{"--exit-status-file", tt.file}, tt.args...), strings.NewReader(""), &stdout, &stderr)
+			if status != tt.status {
+				t.Fatalf("status %d, want %d; stderr %q", status, tt.status, stderr.String())
+			}
+			got, err := os.ReadFile(tt.file)
+			if tt.want == "" {
+				if err == nil {
+					t.Fatalf("file written: %q", got)
+				}
+				if tt.name == "unwritable" && !strings.Contains(stderr.String(), "--exit-status-file") {
+					t.Fatalf("the failed write is not reported: %q", stderr.String())
+				}
+				return
+			}
+			if err != nil || string(got) != tt.want {
+				t.Fatalf("file %q (%v), want %q", got, err, tt.want)
 			}
 		})
 	}

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -322,5 +324,70 @@ func TestRestartKeepsTrying(t *testing.T) {
 	in := c.waitState(id, state.InstanceRunning, func(in *state.Instance) bool { return failedRestarts(in) >= 2 })
 	if !alive(readPID(t, dir)) {
 		t.Errorf("running without a live vmm: %+v", in.History)
+	}
+}
+
+// TestAdoptedExitStatus checks what an agent that adopted a vmm (and so
+// cannot wait for it) reports when it ends: the status vmm wrote itself
+// when it could (a guest power-off, a kill through the API), and "unknown"
+// when nothing could write it (SIGKILL).
+func TestAdoptedExitStatus(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		end  func(t *testing.T, sock string, pid int)
+		code int
+		want string
+	}{
+		{"power-off", func(t *testing.T, sock string, _ int) {
+			if err := NewVMMClient(sock).Shutdown(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+		}, 0, "exit status 0"},
+		{"api-kill", func(t *testing.T, sock string, _ int) {
+			if err := NewVMMClient(sock).Kill(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+		}, 5, "exit status 5"},
+		{"sigkill", func(t *testing.T, _ string, pid int) { syscall.Kill(pid, syscall.SIGKILL) }, -1, statusUnknown},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			kernel := filepath.Join(dir, "kernel")
+			if err := os.WriteFile(kernel, []byte("k"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			sock := filepath.Join(dir, fileSocket)
+			// Started here, not by startVMM: no reaper writes the status.
+			cmd := exec.Command(exe, "--api-socket", sock, "--exit-status-file", filepath.Join(dir, fileExitStatus), "--kernel", kernel)
+			cmd.Env = append(os.Environ(), fakeVMMEnv+"=1")
+			cmd.Dir = dir
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer cmd.Wait()
+			defer cmd.Process.Kill()
+			if err := os.WriteFile(filepath.Join(dir, filePID), []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var p *vmmProcess
+			waitFor(t, "the vmm adopted", 10*time.Second, func() bool {
+				p, err = adoptVMM(t.Context(), exe, dir)
+				return err == nil
+			})
+			tt.end(t, sock, cmd.Process.Pid)
+			select {
+			case <-p.done:
+			case <-time.After(15 * time.Second):
+				t.Fatal("the adopted vmm's end was not noticed")
+			}
+			if p.code != tt.code || p.status != tt.want {
+				t.Errorf("code %d, status %q; want %d, %q", p.code, p.status, tt.code, tt.want)
+			}
+		})
 	}
 }

@@ -417,7 +417,7 @@ func (a *hostAgent) adoptAll(ctx context.Context) {
 			continue
 		}
 		st := statusUnknown
-		if raw, rerr := os.ReadFile(filepath.Join(dir, fileExitStatus)); rerr == nil {
+		if raw, rerr := os.ReadFile(filepath.Join(dir, fileExitStatus)); rerr == nil && len(trimSpace(raw)) > 0 {
 			st = string(trimSpace(raw))
 		}
 		a.lost[e.Name()] = st

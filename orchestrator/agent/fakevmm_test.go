@@ -46,8 +46,9 @@ type multiFlag []string
 func (m *multiFlag) String() string     { return strings.Join(*m, " ") }
 func (m *multiFlag) Set(s string) error { *m = append(*m, s); return nil }
 
-func fakeVMMMain(args []string) int {
+func fakeVMMMain(args []string) (code int) {
 	fs := flag.NewFlagSet("vmm", flag.ContinueOnError)
+	exitFile := fs.String("exit-status-file", "", "")
 	sock := fs.String("api-socket", "", "")
 	kernel := fs.String("kernel", "", "")
 	initrd := fs.String("initrd", "", "")
@@ -61,6 +62,10 @@ func fakeVMMMain(args []string) int {
 	fs.Var(&nets, "net", "")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *exitFile != "" {
+		// Like vmm: its own status, for an agent that adopted it.
+		defer func() { os.WriteFile(*exitFile, []byte(fmt.Sprintf("exit status %d\n", code)), 0o600) }()
 	}
 	if _, err := os.Stat(fakeFailFile); err == nil {
 		fmt.Fprintln(os.Stderr, "vmm: fake failure at start (fail-start file)")
@@ -111,7 +116,6 @@ func fakeVMMMain(args []string) int {
 	go srv.Serve(l)
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	var code int
 	select {
 	case code = <-exit:
 	case <-sigs:

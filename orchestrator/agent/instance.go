@@ -249,7 +249,9 @@ func (in *instance) start(ctx context.Context) (*vmmProcess, error) {
 	if err != nil {
 		return nil, err
 	}
-	args := []string{"--api-socket", filepath.Join(in.dir, fileSocket), "--kernel", kernel,
+	// vmm records its own exit status: an agent that adopts it after a
+	// restart is not its parent and cannot wait for it.
+	args := []string{"--api-socket", filepath.Join(in.dir, fileSocket), "--exit-status-file", filepath.Join(in.dir, fileExitStatus), "--kernel", kernel,
 		"--cpus", strconv.Itoa(rec.VCPUs), "--memory", strconv.Itoa(rec.MemoryMB) + "M", "--serial", "stdio", "--rng"}
 	if rec.InitrdID != "" {
 		initrd, err := in.fetch(ctx, rec.InitrdID)

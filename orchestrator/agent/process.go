@@ -226,7 +226,8 @@ func (p *vmmProcess) watch(ctx context.Context, pfd int, dir string) {
 	}
 	p.code, p.status = -1, statusUnknown
 	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if raw, err := os.ReadFile(filepath.Join(dir, fileExitStatus)); err == nil {
+		// Empty: vmm is between creating and writing it.
+		if raw, err := os.ReadFile(filepath.Join(dir, fileExitStatus)); err == nil && len(bytes.TrimSpace(raw)) > 0 {
 			p.status = strings.TrimSpace(string(raw))
 			p.code = parseExitCode(p.status)
 			break
