@@ -2,7 +2,6 @@ package main
 
 import (
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -10,28 +9,11 @@ import (
 	"kvmstack/orchestrator/state"
 )
 
-type stepClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *stepClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *stepClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // TestEvacuateCLI: host a stops heartbeating on the server's (fake) clock,
 // `instance evacuate NAME` moves its instance to b, `host evacuate` of an
 // up host fails with the server's 409.
 func TestEvacuateCLI(t *testing.T) {
-	clock := &stepClock{t: time.Now().UTC()}
+	clock := server.NewManualClock(time.Now().UTC())
 	run, _, s := cliServerWith(t, func(c *server.Config) {
 		c.HostTTL, c.HostCheckInterval, c.Clock = 30*time.Second, 20*time.Millisecond, clock
 	})
@@ -46,7 +28,7 @@ func TestEvacuateCLI(t *testing.T) {
 			t.Fatalf("%s: %v", cmd, err)
 		}
 	}
-	clock.advance(31 * time.Second)
+	clock.Advance(31 * time.Second)
 	if _, err := run("host heartbeat b"); err != nil {
 		t.Fatal(err)
 	}

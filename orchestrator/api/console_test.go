@@ -23,23 +23,6 @@ import (
 	"kvmstack/orchestrator/state"
 )
 
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // fakeAgent is a console endpoint that checks the servers' signatures
 // with its key and answers as told.
 type fakeAgent struct {
@@ -116,7 +99,7 @@ func TestConsoleProxy(t *testing.T) {
 	dir := t.TempDir()
 	pw := filepath.Join(dir, "pw")
 	os.WriteFile(pw, []byte("console-test-password"), 0o600)
-	clock := &fakeClock{t: time.Now()}
+	clock := server.NewManualClock(time.Now())
 	s, err := server.Start(context.Background(), server.Config{DataDir: dir, RaftBind: "127.0.0.1:0", HTTPBind: "127.0.0.1:0",
 		BootstrapPasswordFile: pw, BcryptCost: 4, HostTTL: time.Minute, RaftTimeoutScale: 1, Clock: clock,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), RaftLogOutput: io.Discard})
@@ -312,7 +295,7 @@ func TestConsoleProxy(t *testing.T) {
 		}
 	})
 	t.Run("host down", func(t *testing.T) {
-		clock.advance(2 * time.Minute)
+		clock.Advance(2 * time.Minute)
 		_, err := m.Console(ctx, web.ID, console.Whole())
 		var ae *client.APIError
 		if !errors.As(err, &ae) || ae.Status != 409 || !strings.Contains(ae.Message, "down") {

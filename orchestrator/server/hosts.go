@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"kvmstack/orchestrator/fsm"
@@ -18,6 +19,31 @@ type Clock interface {
 type systemClock struct{}
 
 func (systemClock) Now() time.Time { return time.Now() }
+
+// ManualClock is a Clock that moves only when told to: tests (here, in the
+// API and in the CLI) use it to pass a host's TTL or a signature's expiry
+// without waiting. Several servers may share one.
+type ManualClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+// NewManualClock returns a ManualClock showing t.
+func NewManualClock(t time.Time) *ManualClock { return &ManualClock{t: t} }
+
+// Now returns the clock's time.
+func (c *ManualClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+// Advance moves the clock forward by d.
+func (c *ManualClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
 
 // watchHosts is the leader's host failure detector: every
 // HostCheckInterval it proposes HostDown for each host whose last heartbeat

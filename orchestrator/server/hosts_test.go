@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,25 +14,6 @@ import (
 	"kvmstack/orchestrator/client"
 	"kvmstack/orchestrator/state"
 )
-
-// fakeClock is a Clock the test moves by hand; every server of a test
-// shares one.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 const testTTL = 30 * time.Second
 
@@ -85,7 +65,7 @@ func instanceOf(t *testing.T, s *Server, id string) *state.Instance {
 // with their MAC and address, never over-committing the target.
 func TestHostFailureAndEvacuation(t *testing.T) {
 	ctx := context.Background()
-	clock := &fakeClock{t: time.Now().UTC()}
+	clock := NewManualClock(time.Now().UTC())
 	s := startClocked(t, clock, nil, "")
 	admin := login(t, s.HTTPAddr())
 	mustDo(t, admin, http.MethodPost, "/v1/flavors", api.FlavorRequest{Name: "m1", VCPUs: 2, MemoryMB: 1024, DiskGB: 5}, nil)
@@ -216,7 +196,7 @@ func asAPIError(err error, out **client.APIError) bool {
 // are there when the host returns.
 func TestHostDownActionsSurviveLeaderChange(t *testing.T) {
 	ctx := context.Background()
-	clock := &fakeClock{t: time.Now().UTC()}
+	clock := NewManualClock(time.Now().UTC())
 	s1 := startClocked(t, clock, nil, "")
 	admin := login(t, s1.HTTPAddr())
 	s2 := startClocked(t, clock, []string{s1.HTTPAddr()}, admin.Token)
