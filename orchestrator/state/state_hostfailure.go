@@ -116,11 +116,7 @@ func (w *WriteTxn) evacuate(p Placement, rules PlacementRules, at time.Time) err
 		return fmt.Errorf("instance %s is %s, not host-down: only instances of a down host are evacuated: %w", in.ID, in.State, ErrConflict)
 	}
 	if p.HostID == "" {
-		reason := p.Error
-		if reason == "" {
-			reason = "no valid host"
-		}
-		return fmt.Errorf("instance %s: %s: %w", in.ID, reason, ErrNoCapacity)
+		return fmt.Errorf("instance %s: %s: %w", in.ID, p.failure(), ErrNoCapacity)
 	}
 	if p.HostID == in.HostID {
 		return fmt.Errorf("instance %s: cannot evacuate to its own host: %w", in.ID, ErrInvalid)
@@ -136,20 +132,10 @@ func (w *WriteTxn) evacuate(p Placement, rules PlacementRules, at time.Time) err
 	if err != nil {
 		return err
 	}
-	oc := *old
-	oc.UsedVCPUs -= in.VCPUs
-	oc.UsedMemoryMB -= in.MemoryMB
-	oc.UsedDiskGB -= in.DiskGB
-	oc.Instances--
-	if err := w.insert(tableHosts, &oc); err != nil {
+	if err := w.charge(old, in, -1); err != nil {
 		return err
 	}
-	hc := *h
-	hc.UsedVCPUs += in.VCPUs
-	hc.UsedMemoryMB += in.MemoryMB
-	hc.UsedDiskGB += in.DiskGB
-	hc.Instances++
-	if err := w.insert(tableHosts, &hc); err != nil {
+	if err := w.charge(h, in, 1); err != nil {
 		return err
 	}
 	c := in.clone()

@@ -248,6 +248,25 @@ type Placement struct {
 	Error      string `json:"error,omitempty"`
 }
 
+// failure is why the scheduler found no host for the placement.
+func (p Placement) failure() string {
+	if p.Error == "" {
+		return "no valid host"
+	}
+	return p.Error
+}
+
+// charge adds in's resources to the host's usage (sign 1) or takes them
+// off it (sign -1), counting the instance too, and stores the host.
+func (w *WriteTxn) charge(h *Host, in *Instance, sign int) error {
+	hc := *h
+	hc.UsedVCPUs += sign * in.VCPUs
+	hc.UsedMemoryMB += sign * in.MemoryMB
+	hc.UsedDiskGB += sign * in.DiskGB
+	hc.Instances += sign
+	return w.insert(tableHosts, &hc)
+}
+
 // PlacementRules are the scheduler settings the FSM re-checks with.
 type PlacementRules struct {
 	HostTTL time.Duration `json:"host_ttl"`
@@ -278,23 +297,14 @@ func (w *WriteTxn) place(p Placement, rules PlacementRules, at time.Time) error 
 	}
 	c := in.clone()
 	if p.HostID == "" {
-		reason := p.Error
-		if reason == "" {
-			reason = "no valid host"
-		}
-		c.moveTo(InstanceError, reason, at)
+		c.moveTo(InstanceError, p.failure(), at)
 		return w.insert(tableInstances, c)
 	}
 	h, err := w.checkTarget(in, p.HostID, rules, at, false)
 	if err != nil {
 		return err
 	}
-	hc := *h
-	hc.UsedVCPUs += in.VCPUs
-	hc.UsedMemoryMB += in.MemoryMB
-	hc.UsedDiskGB += in.DiskGB
-	hc.Instances++
-	if err := w.insert(tableHosts, &hc); err != nil {
+	if err := w.charge(h, in, 1); err != nil {
 		return err
 	}
 	c.HostID = h.ID
@@ -382,12 +392,7 @@ func (w *WriteTxn) SetInstanceState(id, state, reason string, at time.Time) erro
 	if state == InstanceDeleted && c.HostID != "" {
 		h, err := w.host(c.HostID)
 		if err == nil {
-			hc := *h
-			hc.UsedVCPUs -= c.VCPUs
-			hc.UsedMemoryMB -= c.MemoryMB
-			hc.UsedDiskGB -= c.DiskGB
-			hc.Instances--
-			if err := w.insert(tableHosts, &hc); err != nil {
+			if err := w.charge(h, c, -1); err != nil {
 				return err
 			}
 		}
