@@ -168,11 +168,7 @@ func TestAgentKillReadopt(t *testing.T) {
 		if alive(pid2) {
 			return fmt.Errorf("vmm pid %d still runs", pid2)
 		}
-		left, err := leftOn(h2)
-		if err == nil && len(left) > 0 {
-			err = fmt.Errorf("left behind: %s", strings.Join(left, ", "))
-		}
-		return err
+		return cleared(h2)
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -425,11 +421,7 @@ func TestHostDownEvacuate(t *testing.T) {
 		if _, err := os.Stat(oldDir); err == nil {
 			return fmt.Errorf("%s still there", oldDir)
 		}
-		left, err := leftOn(vh)
-		if err == nil && len(left) > 0 {
-			err = fmt.Errorf("left behind: %s", strings.Join(left, ", "))
-		}
-		return err
+		return cleared(vh)
 	}); err != nil {
 		t.Fatal(err)
 	}

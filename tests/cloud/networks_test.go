@@ -160,6 +160,16 @@ func (c *cloud) checkClean() error {
 	return nil
 }
 
+// cleared is nil once nothing of its instances is left on h (leftOn), for
+// waitUntil.
+func cleared(h *host) error {
+	left, err := leftOn(h)
+	if err == nil && len(left) > 0 {
+		err = fmt.Errorf("left behind: %s", strings.Join(left, ", "))
+	}
+	return err
+}
+
 // leftOn lists what of its instances is left on a host: links its agent
 // owns, vmm processes, instance directories.
 func leftOn(h *host) ([]string, error) {
